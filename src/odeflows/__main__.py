@@ -1,0 +1,3 @@
+from odeflows.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,100 @@
+"""The only place torchdiffeq is called: solver options, adjoint switch and NFE counting."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torchdiffeq import odeint, odeint_adjoint
+
+FIXED_GRID = {"rk4", "euler", "midpoint"}
+
+
+class SolverFailure(RuntimeError):
+    """The adaptive solver gave up (step-size underflow or too many steps)."""
+
+
+@dataclass(frozen=True)
+class Solver:
+    """Solver settings. ``steps`` (fixed-grid solvers) splits the interval into that many equal
+    steps; ``step_size`` is the torchdiffeq option of the same name."""
+
+    method: str = "dopri5"
+    rtol: float = 1e-5
+    atol: float = 1e-5
+    step_size: float | None = None
+    steps: int | None = None
+    adjoint: bool = False
+    max_num_steps: int | None = None
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> Solver:
+        known = {k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg and cfg[k] is not None}
+        return cls(**known)
+
+    def options(self, t0: float, t1: float) -> dict[str, Any]:
+        if self.method in FIXED_GRID:
+            if self.steps:
+                return {"step_size": abs(t1 - t0) / self.steps}
+            if self.step_size:
+                return {"step_size": self.step_size}
+            return {}
+        opts: dict[str, Any] = {}
+        if self.max_num_steps:
+            opts["max_num_steps"] = self.max_num_steps
+        return opts
+
+
+class CountedField(nn.Module):
+    """Wraps an ODE right-hand side ``f(t, state)`` and counts its evaluations.
+
+    The counter is a plain int that callers reset per solve; forward and backward counts are
+    read before and after ``loss.backward()`` (the adjoint's backward solve calls the same module).
+    """
+
+    def __init__(self, func: nn.Module):
+        super().__init__()
+        self.func = func
+        self.nfe = 0
+
+    def forward(self, t: torch.Tensor, state: Any) -> Any:
+        self.nfe += 1
+        return self.func(t, state)
+
+
+def solve(
+    func: CountedField,
+    y0: torch.Tensor | Sequence[torch.Tensor],
+    t: torch.Tensor,
+    solver: Solver,
+    adjoint_params: Sequence[torch.Tensor] | None = None,
+) -> Any:
+    """Integrate ``func`` from ``t[0]`` through ``t``; returns the states at every time in ``t``."""
+    y0 = tuple(y0) if isinstance(y0, (list, tuple)) else y0
+    opts = solver.options(float(t[0]), float(t[-1]))
+    kwargs: dict[str, Any] = dict(rtol=solver.rtol, atol=solver.atol, method=solver.method,
+                                  options=opts or None)
+    try:
+        if solver.adjoint:
+            if adjoint_params is not None:
+                kwargs["adjoint_params"] = tuple(adjoint_params)
+            return odeint_adjoint(func, y0, t, **kwargs)
+        return odeint(func, y0, t, **kwargs)
+    except AssertionError as err:  # torchdiffeq signals underflow / max steps this way
+        msg = str(err)
+        if "underflow" in msg or "max_num_steps" in msg:
+            raise SolverFailure(msg) from err
+        raise
+
+
+def count_nfe(module: nn.Module) -> int:
+    return sum(m.nfe for m in module.modules() if isinstance(m, CountedField))
+
+
+def reset_nfe(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, CountedField):
+            m.nfe = 0

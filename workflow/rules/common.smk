@@ -1,0 +1,69 @@
+# Helpers shared by the rules. All logic lives in the odeflows package; this file only maps the
+# validated configuration onto file paths.
+import sys
+
+from snakemake.utils import validate
+
+from odeflows.config import (
+    ConfigError,
+    RunSpec,
+    config_hash,
+    dataset_config,
+    load_experiment,
+    resolve_run,
+    run_matrix,
+)
+
+validate(config, "../schemas/config.schema.yaml")
+try:
+    RUNS = run_matrix(config)
+except ConfigError as err:
+    # stop before any job runs: nothing is written under results/
+    sys.stderr.write(f"\nodeflows configuration error:\n{err}\n\n")
+    raise SystemExit(1)
+
+SCALE = config["scale"]
+CONFIG_DIR = config.get("config_dir", "config")
+EXPERIMENTS = list(config["experiments"])
+
+
+wildcard_constraints:
+    scale="smoke|laptop|paper",
+    experiment="|".join(EXPERIMENTS),
+    seed=r"\d+",
+    dataset=r"[A-Za-z0-9_]+",
+    model=r"[A-Za-z0-9_]+",
+
+
+RUN_DIR = "results/{scale}/runs/{experiment}/{dataset}/{model}/seed{seed}"
+
+
+def spec_of(w):
+    return RunSpec(w.scale, w.experiment, w.dataset, w.model, int(w.seed))
+
+
+def run_config_hash(w):
+    """Rerun trigger: a run re-trains when (and only when) its resolved config changes."""
+    return config_hash(resolve_run(spec_of(w), CONFIG_DIR))
+
+
+def data_config_hash(w):
+    return config_hash(dataset_config(w.dataset, w.scale, CONFIG_DIR))
+
+
+def scale_resources(w, key, default):
+    scale_cfg = load_experiment(w.experiment, CONFIG_DIR)["scales"][w.scale]
+    return scale_cfg.get("resources", {}).get(key, default)
+
+
+def runs_of(experiment, scale=SCALE):
+    return [s for s in RUNS if s.experiment == experiment and s.scale == scale]
+
+
+def final_outputs():
+    out = []
+    for exp in EXPERIMENTS:
+        out.append(f"results/{SCALE}/tables/{exp}.csv")
+        out.append(f"results/{SCALE}/figures/{exp}")
+    out.append(f"results/{SCALE}/claims.md")
+    return out

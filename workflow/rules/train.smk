@@ -1,0 +1,44 @@
+rule train:
+    """Train one (experiment, dataset, model, seed) run; resumes from <run>/checkpoint.pt after an
+    interruption. A diverged run ends with status "failed" in summary.json (a failed seed), not
+    with a workflow error."""
+    input:
+        data="data/prepared/{scale}/{dataset}.npz",
+    output:
+        summary=f"{RUN_DIR}/summary.json",
+    params:
+        cfg_hash=run_config_hash,
+        run_dir=RUN_DIR,
+    log:
+        "logs/{scale}/train/{experiment}/{dataset}/{model}/seed{seed}.log",
+    benchmark:
+        "logs/{scale}/benchmarks/train/{experiment}/{dataset}/{model}/seed{seed}.tsv"
+    threads: 1
+    resources:
+        runtime=lambda w: scale_resources(w, "runtime", 30),
+        mem_mb=lambda w: scale_resources(w, "mem_mb", 2000),
+        gpu=lambda w: scale_resources(w, "gpu", 0),
+    conda:
+        "../../envs/odeflows.yaml"
+    shell:
+        "odeflows train --scale {wildcards.scale} --experiment {wildcards.experiment} "
+        "--dataset {wildcards.dataset} --model {wildcards.model} --seed {wildcards.seed} "
+        "--config-dir {CONFIG_DIR} --data {input.data} --out {params.run_dir} > {log} 2>&1"
+
+
+rule evaluate:
+    """Score a finished run on the test split (best-validation weights, the papers' protocol)."""
+    input:
+        summary=f"{RUN_DIR}/summary.json",
+        data="data/prepared/{scale}/{dataset}.npz",
+    output:
+        f"{RUN_DIR}/eval.json",
+    params:
+        run_dir=RUN_DIR,
+    log:
+        "logs/{scale}/evaluate/{experiment}/{dataset}/{model}/seed{seed}.log",
+    threads: 1
+    conda:
+        "../../envs/odeflows.yaml"
+    shell:
+        "odeflows evaluate --run {params.run_dir} --data {input.data} > {log} 2>&1"
