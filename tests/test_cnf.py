@@ -98,7 +98,7 @@ def test_density_integrates_to_one(flow_cfg, model):
     xx, yy = torch.meshgrid(axis, axis, indexing="xy")
     grid = torch.stack([xx.reshape(-1), yy.reshape(-1)], 1)
     logp = m.log_prob(grid)
-    mass = float(logp.exp().sum()) * float(axis[1] - axis[0]) ** 2
+    mass = logp.exp().sum().item() * float(axis[1] - axis[0]) ** 2
     assert mass == pytest.approx(1.0, abs=0.01)
 
 

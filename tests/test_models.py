@@ -64,3 +64,13 @@ def test_project_readout_makes_g1d_unrepresentable_for_node(reg_cfg):
 def test_unknown_model_is_rejected(reg_cfg):
     with pytest.raises(ValueError, match="allowed values"):
         build_model(reg_cfg("transformer"), 2, 1)
+
+
+@pytest.mark.parametrize("model,augmented", [("rnode", False), ("affjord_rnode", True)])
+def test_rnode_variants_carry_regulariser_states(flow_cfg, model, augmented):
+    m = build_model(flow_cfg(model), 2)
+    assert (m.kinetic, m.jacobian) == (0.01, 0.01)
+    assert bool(m.aug_dim) == augmented
+    loss, stats = m.loss(torch.randn(16, 2))
+    assert stats["kinetic"] > 0 and stats["jacobian"] > 0
+    loss.backward()

@@ -55,7 +55,7 @@ def test_invalid_config_stops_before_any_job(tmp_path):
     assert "models" in out.stderr and "nodee" in out.stderr and "anode" in out.stderr
     assert not (wd / "results").exists() and not (wd / "data" / "prepared").exists()
     out = _snakemake(wd, "-n", "--config", "scale=huge")
-    assert out.returncode != 0 and "smoke" in out.stderr
+    assert out.returncode != 0 and "allowed values: smoke, laptop, paper" in out.stderr
 
 
 def test_smoke_workflow_end_to_end(tmp_path):

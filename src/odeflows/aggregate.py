@@ -47,6 +47,8 @@ def _epoch_nfe(metrics_csv: Path) -> tuple[float | None, float | None]:
     if m.empty:
         return None, None
     per_epoch = m.groupby("epoch")["nfe_forward"].mean()
+    if not per_epoch.any():  # a model without an ODE block (ResNet)
+        return None, None
     return float(per_epoch.iloc[0]), float(per_epoch.iloc[-1])
 
 
@@ -83,7 +85,7 @@ def evaluate_profile(run_dir: str | Path) -> dict[str, Any]:
         slope = float(np.polyfit(steps, mem, 1)[0]) if len(steps) > 1 else float("nan")
         result[f"{mode}_memory_growth_ratio"] = float(mem[-1] / mem[0])
         result[f"{mode}_bytes_per_step"] = slope
-        result[f"{mode}_steps_range"] = [int(steps[0]), int(steps[-1])]
+        result[f"{mode}_steps_min"], result[f"{mode}_steps_max"] = int(steps[0]), int(steps[-1])
         result[f"{mode}_seconds_at_max_steps"] = float(by_steps["seconds"].iloc[-1])
     provenance.write_json_atomic(run_dir / "eval.json", result)
     return result
@@ -116,9 +118,11 @@ def collect_runs(scale: str, experiment: str, config_dir: str | Path = "config")
     return pd.DataFrame(rows)
 
 
-def _fmt(mean: float, std: float, n: int) -> str:
+def _fmt(mean: float, std: float, n: int, integer: bool = False) -> str:
     if n == 0 or mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "x"
+    if integer:
+        return f"{mean:.0f}"
     scale = max(abs(mean), 1e-12)
     digits = 4 if scale < 10 else (2 if scale < 1000 else 0)
     if n == 1 or std is None or math.isnan(std):
@@ -200,7 +204,10 @@ def to_markdown(table: pd.DataFrame, task: str, title: str) -> str:
     for _, r in table.iterrows():
         cells = [r["dataset"], r["model"], f"{r['seeds_ok']}/{r['seeds_failed']}"]
         for m in metrics:
-            cells.append(_fmt(r[f"{m}_mean"], r[f"{m}_std"], int(r[f"{m}_n"])))
+            n = int(r[f"{m}_n"])
+            # "–": not applicable (e.g. NFE of a ResNet); "x": no successful seed
+            cells.append("–" if n == 0 and r["seeds_ok"] > 0 else
+                         _fmt(r[f"{m}_mean"], r[f"{m}_std"], n, integer=m == "num_parameters"))
         for c in paper_cols:
             v = r.get(c)
             cells.append("" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:g}")

@@ -169,6 +169,7 @@ def resolve_run(spec: RunSpec, config_dir: str | Path = "config") -> dict[str, A
         exp.get("model_settings", {}).get(spec.model),
         exp.get("dataset_settings", {}).get(spec.dataset),
         sc.get("overrides"),
+        sc.get("dataset_overrides", {}).get(spec.dataset),
         sc.get("model_overrides", {}).get(spec.model),
     )
     merged.setdefault("eval_solver", merged.get("solver"))

@@ -37,6 +37,7 @@ def evaluate(run_dir: str | Path, data_path: str | Path) -> dict[str, Any]:
                               "best_val_loss": summary.get("best_val_loss"),
                               "best_iteration": summary.get("best_iteration"),
                               "train_wall_seconds": summary.get("train_wall_seconds"),
+                              "iterations": summary.get("iterations"),
                               "num_parameters": summary.get("num_parameters"),
                               "config_hash": summary.get("config_hash")}
     if summary["status"] != "completed":

@@ -148,6 +148,15 @@ class Experiment:
     def group(self, dataset: str, model: str) -> Group:
         return self.groups.get((dataset, model), Group(dataset, model, []))
 
+    def status_lines(self, datasets: Sequence[str] | None = None) -> list[str]:
+        """One legend-style line per (dataset, model), for figures with nothing to draw."""
+        datasets = self.datasets if datasets is None else datasets
+        lines = []
+        for d in datasets:
+            labels = [self.group(d, m).label() for m in self.models]
+            lines.append(f"{d}: " + "; ".join(labels) if len(datasets) > 1 else "; ".join(labels))
+        return lines
+
     def caption(self, extra: str = "") -> str:
         text = f"{self.scale} scale · {self.seeds} seed{'s' if self.seeds != 1 else ''} per model"
         return f"{text} · {extra}" if extra else text
@@ -189,10 +198,14 @@ def _save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
 
 
 def _empty_figure(out_dir: Path, name: str, title: str, caption: str,
-                  message: str = NO_DATA) -> list[Path]:
-    fig, axes = _figure(1, 1, panel=(6.0, 3.5))
+                  details: Sequence[str] = ()) -> list[Path]:
+    """Placeholder saying that nothing completed, and per model why (failed or not yet run)."""
+    fig, axes = _figure(1, 1, panel=(8.0, 3.5))
     axes[0, 0].set_axis_off()
-    axes[0, 0].text(0.5, 0.5, message, ha="center", va="center", fontsize=14, color="0.4")
+    axes[0, 0].text(0.5, 0.6, NO_DATA, ha="center", va="center", fontsize=14, color="0.4")
+    if details:
+        axes[0, 0].text(0.5, 0.45, "\n".join(details), ha="center", va="top", fontsize=9,
+                        color="0.4")
     _title(fig, title, caption)
     return _save(fig, out_dir, name)
 
@@ -334,7 +347,7 @@ def _trajectories(exp: Experiment, out_dir: Path, dataset: str) -> list[Path]:
             # the augmented coordinate is where ANODE routes trajectories past each other
             panels.append((model, run, "phase"))
     if not any(run for _, run, _ in panels):
-        return _empty_figure(out_dir, name, title, exp.caption())
+        return _empty_figure(out_dir, name, title, exp.caption(), exp.status_lines([dataset]))
     fig, axes = _figure(1, len(panels), panel=(4.0, 3.5))
     for ax, (model, run, kind) in zip(axes[0], panels, strict=True):
         data = _load_npz(run.path / "trajectories.npz") if run else None
@@ -346,8 +359,10 @@ def _trajectories(exp: Experiment, out_dir: Path, dataset: str) -> list[Path]:
         colors = _target_colors(y)
         seed = f"seed {run.spec.seed}"
         if kind == "time":
+            # few distinct lines (g1d) should read as solid lines; many should not saturate
+            alpha = 0.9 if len(colors) <= 10 else 0.45
             for i, c in enumerate(colors):
-                ax.plot(times, states[:, i, 0], color=c, alpha=0.5, linewidth=1.1,
+                ax.plot(times, states[:, i, 0], color=c, alpha=alpha, linewidth=1.4,
                         marker="o" if model == "resnet" else None, markersize=3)
             # where each input should end up: readout is the first coordinate of the last state
             ax.scatter(np.full(len(y), times[-1]), np.ravel(y), c=colors, marker="*", s=90,
@@ -367,8 +382,9 @@ def _trajectories(exp: Experiment, out_dir: Path, dataset: str) -> list[Path]:
                 ax.set_title(f"{MODEL_NAMES.get(model, model)}: augmented dimension")
                 _no_data(ax, "no augmented dimension")
                 continue
+            alpha = 0.9 if len(colors) <= 10 else 0.45
             for i, c in enumerate(colors):
-                ax.plot(states[:, i, 0], states[:, i, aug], color=c, alpha=0.5, linewidth=1.1)
+                ax.plot(states[:, i, 0], states[:, i, aug], color=c, alpha=alpha, linewidth=1.4)
             ax.scatter(states[0, :, 0], states[0, :, aug], c=colors, marker="o", s=18,
                        edgecolors="k", linewidths=0.4, zorder=3)
             ax.scatter(states[-1, :, 0], states[-1, :, aug], c=colors, marker="s", s=18,
@@ -405,12 +421,12 @@ def _sub(i: int) -> str:
 
 def _features(exp: Experiment, out_dir: Path, dataset: str) -> list[Path]:
     name = f"features_{dataset}"
-    title = f"Inputs and learned features on {dataset} (final hidden state, first two coords)"
+    title = f"Inputs and learned features on {dataset}: final hidden state (h₀, h₁)"
     runs = {m: exp.group(dataset, m).first_completed("trajectories.npz") for m in exp.models}
     loaded = {m: _load_npz(r.path / "trajectories.npz") if r else None for m, r in runs.items()}
     inputs = next((d for d in loaded.values() if d is not None), None)
     if inputs is None:
-        return _empty_figure(out_dir, name, title, exp.caption())
+        return _empty_figure(out_dir, name, title, exp.caption(), exp.status_lines([dataset]))
     fig, axes = _figure(1, len(exp.models) + 1, panel=(3.6, 3.6))
     panels = [("input x", inputs["x"], inputs["y"], "x₁", "x₂")]
     for m in exp.models:
@@ -471,7 +487,7 @@ def _densities(exp: Experiment, out_dir: Path) -> list[Path]:
             for d in exp.datasets for m in exp.models
             for r in [exp.group(d, m).first_completed("density.npz")]}
     if all(v is None for v in dens.values()) and all(v is None for v in prepared.values()):
-        return _empty_figure(out_dir, name, title, exp.caption())
+        return _empty_figure(out_dir, name, title, exp.caption(), exp.status_lines())
     fig, axes = _figure(len(exp.datasets), len(exp.models) + 1, panel=(3.0, 3.0))
     lim = _grid_limit(exp)
     for row, dataset in enumerate(exp.datasets):
@@ -543,7 +559,7 @@ def _val_loss(exp: Experiment, out_dir: Path) -> list[Path]:
         _legend(ax)
     if not any_drawn:
         plt.close(fig)
-        return _empty_figure(out_dir, name, title, exp.caption())
+        return _empty_figure(out_dir, name, title, exp.caption(), exp.status_lines())
     _title(fig, title, exp.caption("mean ± std over seeds"))
     return _save(fig, out_dir, name)
 
@@ -554,7 +570,7 @@ def _samples(exp: Experiment, out_dir: Path) -> list[Path]:
                for d in exp.datasets for m in exp.models
                for r in [exp.group(d, m).first_completed("density.npz")]}
     if all(v is None for v in samples.values()):
-        return _empty_figure(out_dir, name, title, exp.caption())
+        return _empty_figure(out_dir, name, title, exp.caption(), exp.status_lines())
     fig, axes = _figure(len(exp.datasets), len(exp.models) + 1, panel=(3.0, 3.0))
     lim = _grid_limit(exp)
     for row, dataset in enumerate(exp.datasets):
@@ -595,7 +611,7 @@ def _plot_density(exp: Experiment, out_dir: Path) -> list[Path]:
 
 
 def _profile_vs_steps(exp: Experiment, out_dir: Path, name: str, column: str, scale: float,
-                      title: str, ylabel: str, slope_guide: bool) -> list[Path]:
+                      title: str, ylabel: str) -> list[Path]:
     tables: dict[str, list[pd.DataFrame]] = {m: [] for m in exp.models}
     for model in exp.models:
         for dataset in exp.datasets:
@@ -604,7 +620,7 @@ def _profile_vs_steps(exp: Experiment, out_dir: Path, name: str, column: str, sc
                 if prof is not None and {"mode", "steps", column} <= set(prof.columns):
                     tables[model].append(prof.assign(seed=run.spec.seed))
     if not any(tables.values()):
-        return _empty_figure(out_dir, name, title, exp.caption())
+        return _empty_figure(out_dir, name, title, exp.caption(), exp.status_lines())
     fig, axes = _figure(1, len(exp.models), panel=(4.8, 3.8))
     for ax, model in zip(axes[0], exp.models, strict=True):
         groups = [exp.group(d, model) for d in exp.datasets]
@@ -631,22 +647,25 @@ def _profile_vs_steps(exp: Experiment, out_dir: Path, name: str, column: str, sc
                      f"{n_rep} repeat{'s' if n_rep != 1 else ''}{extra})")
             _band(ax, curves, style["color"], label, marker=style["marker"])
         steps = np.sort(prof["steps"].unique())
-        if slope_guide and len(steps) > 1:
+        if len(steps) > 1:
             # a slope-1 guide makes "linear in steps" vs "flat" readable on log–log axes
             direct = prof[prof["mode"] == "direct"]
-            anchor = (direct if not direct.empty else prof)
+            anchor = direct if not direct.empty else prof
             y0 = float(anchor[anchor["steps"] == steps[0]][column].mean()) * scale
             ax.plot(steps, y0 * steps / steps[0], color="0.5", linestyle=":", linewidth=1,
                     label="∝ steps (guide)")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        ax.margins(x=0.06, y=0.12)
         ax.set_xticks(steps, [str(int(s)) for s in steps])
         ax.xaxis.set_minor_locator(NullLocator())
         _log_ticks(ax)
         ax.set_xlabel("solver steps (fixed-step RK4)")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3, which="both")
-        _legend(ax, loc="upper left")
+        # the curves fill the whole panel (and the flat adjoint line hugs an edge), so the legend
+        # goes under the axes where it cannot hide data
+        _legend(ax, loc="upper center", bbox_to_anchor=(0.5, -0.16))
     _title(fig, title, exp.caption("mean ± std over seeds and repeats; log–log axes"))
     return _save(fig, out_dir, name)
 
@@ -659,10 +678,12 @@ def _log_ticks(ax: Axes) -> None:
     """
     lo, hi = ax.get_ylim()
     decades = range(int(np.floor(np.log10(lo))) - 1, int(np.ceil(np.log10(hi))) + 1)
-    for subs in ((1.0,), (1.0, 2.0, 5.0), tuple(np.arange(1.0, 10.0))):
+    for subs in ((1.0,), (1.0, 2.0, 5.0), (1.0, 2.0, 3.0, 5.0), tuple(np.arange(1.0, 10.0))):
         ticks = [m * 10.0**k for k in decades for m in subs if lo <= m * 10.0**k <= hi]
-        if len(ticks) >= 2:
+        if len(ticks) >= 3:
             break
+    if not ticks:  # degenerate range (e.g. all values equal): keep matplotlib's choice
+        return
     ax.yaxis.set_major_locator(FixedLocator(ticks))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
     ax.yaxis.set_minor_locator(NullLocator())
@@ -672,10 +693,10 @@ def _plot_memory(exp: Experiment, out_dir: Path) -> list[Path]:
     return (
         _profile_vs_steps(exp, out_dir, "memory_vs_steps", "peak_saved_bytes", 1 / 2**20,
                           "Peak memory saved for backward vs solver steps",
-                          "peak saved tensors (MiB)", slope_guide=True)
+                          "peak saved tensors (MiB)")
         + _profile_vs_steps(exp, out_dir, "time_vs_steps", "seconds", 1.0,
                             "Time per training step vs solver steps",
-                            "seconds per training step (s)", slope_guide=True)
+                            "seconds per training step (s)")
     )
 
 

@@ -118,6 +118,8 @@ def profile(cfg: dict[str, Any], data_path: str | Path, run_dir: str | Path) -> 
     pcfg = cfg["profile"]
     rows = []
     t_start = time.perf_counter()
+    # one untimed step first: the first call pays for lazy initialisation (kernels, allocator)
+    measure_step(cfg, data, int(pcfg["steps"][0]), adjoint=True)
     for mode in ("direct", "adjoint"):
         for steps in pcfg["steps"]:
             for rep in range(int(pcfg.get("repeats", 1))):

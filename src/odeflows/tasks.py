@@ -9,7 +9,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from odeflows.ode import count_nfe, reset_nfe
+from odeflows.ode import CountedField, count_nfe, reset_nfe
+
+
+def has_ode(model: nn.Module) -> bool:
+    return any(isinstance(m, CountedField) for m in model.modules())
 
 
 def _batches(n: int, batch_size: int):
@@ -40,7 +44,7 @@ class RegressionTask:
             total += float(F.smooth_l1_loss(pred, yt[sl], reduction="sum"))
             correct += int((torch.sign(pred) == torch.sign(yt[sl])).sum())
         return {"loss": total / yt.numel(), "accuracy": correct / yt.numel(),
-                "nfe": nfe / batches}
+                "nfe": nfe / batches if has_ode(model) else None}
 
 
 class DensityTask:

@@ -175,7 +175,7 @@ def train(cfg: dict[str, Any], data_path: str | Path, run_dir: str | Path,
             if it % val_every == 0 or it == iterations:
                 model.eval()
                 val = task.score(model, data["x_val"], data.get("y_val"), eval_bs, gen)
-                row.update(val_loss=val["loss"], val_nfe=val["nfe"],
+                row.update(val_loss=val["loss"], val_nfe=val.get("nfe"),
                            val_accuracy=val.get("accuracy"))
                 if not math.isfinite(val["loss"]):
                     raise FloatingPointError(f"non-finite validation loss at iteration {it}")

@@ -14,13 +14,13 @@ from odeflows.config import (
     run_matrix,
 )
 
-validate(config, "../schemas/config.schema.yaml")
 try:
     RUNS = run_matrix(config)
 except ConfigError as err:
     # stop before any job runs: nothing is written under results/
     sys.stderr.write(f"\nodeflows configuration error:\n{err}\n\n")
     raise SystemExit(1)
+validate(config, "../schemas/config.schema.yaml")  # same schema; fills in defaults
 
 SCALE = config["scale"]
 CONFIG_DIR = config.get("config_dir", "config")

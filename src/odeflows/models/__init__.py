@@ -34,13 +34,15 @@ def build_model(cfg: dict[str, Any], dim: int, out_dim: int = 1) -> nn.Module:
                       readout=m.get("readout", "linear"))
     if name in FLOWS:
         augmented = name.startswith("affjord")
+        # RNODE §6: λ_K = λ_J = 0.01 unless the config says otherwise
+        reg_default = 0.01 if name in ("rnode", "affjord_rnode") else 0.0
         flow_kw = dict(
             solver=solver, eval_solver=eval_solver,
             t_data=m.get("t_data", 0.0), t_base=m.get("t_base", 0.5),
             learnable_T=m.get("learnable_T", False), base_std=m.get("base_std", 1.0),
             divergence=m.get("divergence", "exact"), probe=m.get("probe", "gaussian"),
             analytic_trace=m.get("analytic_trace", True),
-            kinetic=m.get("kinetic", 0.0), jacobian=m.get("jacobian", 0.0),
+            kinetic=m.get("kinetic", reg_default), jacobian=m.get("jacobian", reg_default),
         )
         if augmented:
             aug_dim = m.get("aug_dim", 2)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from odeflows.nn.layers import LAYERS, NONLINEARITIES
+from odeflows.nn.layers import LAYERS, NONLINEARITIES, activation_derivative
 
 
 class MLPField(nn.Module):
@@ -24,6 +24,7 @@ class MLPField(nn.Module):
         dims = [dim, *hidden_dims, dim]
         pairs = zip(dims[:-1], dims[1:], strict=True)
         self.layers = nn.ModuleList(LAYERS[layer](a, b) for a, b in pairs)
+        self.nonlinearity = nonlinearity
         self.act = NONLINEARITIES[nonlinearity]()
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -32,6 +33,32 @@ class MLPField(nn.Module):
             if i < len(self.layers) - 1:
                 x = self.act(x)
         return x
+
+    def jacobian(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Output and ∂f/∂x (B, D, D) by pushing the D input tangents through the layers
+        alongside the forward pass (forward mode), so the exact trace needs no per-dimension
+        backward pass and training no double backward through it."""
+        tangent: torch.Tensor | None = None  # ∂h/∂x; (out, D) until it becomes batch-dependent
+        h = x
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            pre = layer(t, h)
+            weight, scale = layer.x_jacobian(t)
+            tangent = weight if tangent is None else torch.matmul(weight, tangent)
+            if scale is not None:
+                tangent = tangent * scale.unsqueeze(-1)
+            if i < last:
+                h = self.act(pre)
+                tangent = tangent * activation_derivative(self.nonlinearity, pre, h).unsqueeze(-1)
+            else:
+                h = pre
+        if tangent.dim() == 2:  # a single linear layer: the Jacobian is the same for every sample
+            tangent = tangent.expand(x.shape[0], *tangent.shape)
+        return h, tangent
+
+    def trace(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f, jac = self.jacobian(x, t)
+        return f, jac.diagonal(dim1=1, dim2=2).sum(1)
 
 
 class HyperUnits(nn.Module):

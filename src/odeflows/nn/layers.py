@@ -13,6 +13,19 @@ NONLINEARITIES = {
 }
 
 
+def activation_derivative(name: str, pre: torch.Tensor, post: torch.Tensor) -> torch.Tensor:
+    """d act(z)/dz at the pre-activation ``pre`` (``post`` = act(pre), reused where cheaper)."""
+    if name == "tanh":
+        return 1 - post * post
+    if name == "softplus":
+        return torch.sigmoid(pre)
+    if name == "relu":
+        return (pre > 0).to(pre.dtype)
+    if name == "elu":
+        return torch.where(pre > 0, torch.ones_like(pre), post + 1)
+    raise ValueError(f"unknown nonlinearity {name!r}; allowed values: {', '.join(NONLINEARITIES)}")
+
+
 class ConcatLinear(nn.Module):
     """W [x; t] + b: time enters as one extra input feature."""
 
@@ -23,6 +36,10 @@ class ConcatLinear(nn.Module):
     def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         tt = torch.ones_like(x[..., :1]) * t
         return self.linear(torch.cat([x, tt], dim=-1))
+
+    def x_jacobian(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """∂out/∂x = diag(scale) · W: (W, scale or None)."""
+        return self.linear.weight[:, :-1], None
 
 
 class ConcatSquashLinear(nn.Module):
@@ -37,6 +54,10 @@ class ConcatSquashLinear(nn.Module):
     def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         tt = t.reshape(1, 1).to(x)
         return self.linear(x) * torch.sigmoid(self.hyper_gate(tt)) + self.hyper_bias(tt)
+
+    def x_jacobian(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        tt = t.reshape(1, 1).to(self.linear.weight)
+        return self.linear.weight, torch.sigmoid(self.hyper_gate(tt)).reshape(-1)
 
 
 LAYERS = {"concat": ConcatLinear, "concatsquash": ConcatSquashLinear}
