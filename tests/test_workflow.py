@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 def _workflow_copy(tmp_path):
-    for name in ("Snakefile", "workflow", "config"):
+    for name in ("Snakefile", "workflow", "config", "envs"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
     return tmp_path
