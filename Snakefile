@@ -19,6 +19,10 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/results.smk"
 
 
+onsuccess:
+    export_snakemake_metadata()
+
+
 rule all:
     default_target: True
     input:

@@ -94,13 +94,20 @@ def evaluate_profile(run_dir: str | Path) -> dict[str, Any]:
 def collect_runs(scale: str, experiment: str, config_dir: str | Path = "config") -> pd.DataFrame:
     """One row per run of the matrix; runs without eval.json have status 'missing'."""
     specs = run_matrix({"scale": scale, "experiments": [experiment], "config_dir": str(config_dir)})
+    return run_rows([Path(s.path) for s in specs])
+
+
+def run_rows(run_dirs: list[Path]) -> pd.DataFrame:
+    """The per-seed table of the given run directories (…/<experiment>/<dataset>/<model>/seedK),
+    read from their eval.json, metrics.csv and record.json only."""
     rows = []
-    for spec in specs:
-        run_dir = Path(spec.path)
+    for run_dir in run_dirs:
+        experiment, dataset, model, seed_dir = run_dir.parts[-4:]
         ev_path = run_dir / "eval.json"
         ev = provenance.read_json(ev_path) if ev_path.exists() else {"status": "missing"}
-        row: dict[str, Any] = {"experiment": spec.experiment, "dataset": spec.dataset,
-                               "model": spec.model, "seed": spec.seed, "run_dir": str(run_dir),
+        row: dict[str, Any] = {"experiment": experiment, "dataset": dataset, "model": model,
+                               "seed": int(seed_dir.removeprefix("seed")),
+                               "run_dir": str(run_dir),
                                "status": ev.get("status"), "reason": ev.get("reason")}
         for key, value in ev.items():
             if isinstance(value, (int, float, str, type(None))) and key not in row:
@@ -153,6 +160,21 @@ def summarise(runs: pd.DataFrame, task: str, ref: pd.DataFrame) -> pd.DataFrame:
             row[f"paper_{r['metric']}_source"] = r["source"]
         out.append(row)
     return pd.DataFrame(out)
+
+
+def training_curves(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean training and validation loss per iteration over completed seeds, one column per
+    (dataset, model) series — the file ``dvc plots`` draws."""
+    frames = []
+    for (dataset, model), grp in runs[runs["status"] == "completed"].groupby(["dataset", "model"]):
+        logs = [pd.read_csv(Path(d) / "metrics.csv", usecols=["iteration", "loss", "val_loss"])
+                for d in grp["run_dir"] if (Path(d) / "metrics.csv").exists()]
+        if not logs:
+            continue
+        mean = pd.concat(logs).groupby("iteration").mean()
+        mean.columns = [f"{dataset}/{model}/{c}" for c in mean.columns]
+        frames.append(mean)
+    return pd.concat(frames, axis=1).reset_index() if frames else pd.DataFrame({"iteration": []})
 
 
 def summarise_profile(run_dirs: list[str]) -> pd.DataFrame:
@@ -236,8 +258,13 @@ def aggregate(scale: str, experiment: str, out_dir: str | Path, config_dir: str 
         keys = ["dataset", "model"]
     paths = {"csv": out_dir / f"{experiment}.csv", "md": out_dir / f"{experiment}.md",
              "runs": out_dir / f"{experiment}_runs.csv",
-             "prov": out_dir / f"{experiment}.provenance.json"}
+             "prov": out_dir / f"{experiment}.provenance.json",
+             "curves": out_dir / f"{experiment}_curves.csv"}
     runs.to_csv(paths["runs"], index=False)
+    if task == "memory_profile":
+        table.to_csv(paths["curves"], index=False)  # memory and time against solver steps
+    else:
+        training_curves(runs).to_csv(paths["curves"], index=False)
     table.to_csv(paths["csv"], index=False)
     paths["md"].write_text(to_markdown(table, task, f"{experiment} ({scale}): {exp['title']}"))
 
@@ -253,8 +280,8 @@ def aggregate(scale: str, experiment: str, out_dir: str | Path, config_dir: str 
                      for d, s in zip(sel["run_dir"], sel["status"], strict=True)],
         })
     provenance.write_json_atomic(paths["prov"], {
-        "table": str(paths["csv"]), "experiment": experiment, "scale": scale,
-        "per_seed_file": str(paths["runs"]),
+        "table": str(paths["csv"]), "experiment": experiment, "scale": scale, "task": task,
+        "keys": keys, "per_seed_file": str(paths["runs"]),
         "protocol": "mean ± std (ddof=1) over runs with status 'completed'; density models are "
                     "scored at their best-validation checkpoint (AFFJORD/FFJORD protocol)",
         "rows": prov_rows,

@@ -10,6 +10,7 @@ import json
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -218,3 +219,31 @@ def write_claims(scale: str, tables_dir: str | Path, out: str | Path) -> dict[in
     out.write_text("\n".join(lines) + "\n")
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+# headline numbers per experiment for `dvc metrics show/diff`: (column of the summary table)
+HEADLINES = {"anode_toy": ["test_accuracy_mean", "test_loss_mean", "test_nfe_mean"],
+             "affjord_toy": ["best_val_loss_mean", "test_loss_mean", "train_wall_seconds_mean"]}
+
+
+def write_metrics(tables_dir: str | Path, out: str | Path, claims: dict[int, dict]) -> dict:
+    """A small nested JSON of headline numbers and claim verdicts (what `dvc metrics` reads)."""
+    metrics: dict[str, Any] = {"claims": {str(n): r["verdict"] for n, r in claims.items()}}
+    for exp, cols in HEADLINES.items():
+        f = Path(tables_dir) / f"{exp}.csv"
+        if not f.exists():
+            continue
+        table = pd.read_csv(f)
+        for _, r in table.iterrows():
+            node = metrics.setdefault(exp, {}).setdefault(r["dataset"], {})
+            node[r["model"]] = {c.removesuffix("_mean"): None if pd.isna(r[c]) else float(r[c])
+                                for c in cols if c in r}
+    prof = Path(tables_dir) / "node_adjoint_runs.csv"
+    if prof.exists():
+        runs = pd.read_csv(prof)
+        for model, grp in runs.groupby("model"):
+            metrics.setdefault("node_adjoint", {})[model] = {
+                c: float(grp[c].mean()) for c in ("direct_memory_growth_ratio",
+                                                   "adjoint_memory_growth_ratio") if c in grp}
+    Path(out).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    return metrics

@@ -96,9 +96,11 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_claims(args: argparse.Namespace) -> int:
-    from odeflows.claims import write_claims
+    from odeflows.claims import write_claims, write_metrics
 
-    write_claims(args.scale, args.tables_dir, args.out)
+    claims = write_claims(args.scale, args.tables_dir, args.out)
+    if args.metrics:
+        write_metrics(args.tables_dir, args.metrics, claims)
     print(args.out)
     return 0
 
@@ -110,6 +112,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
                         "config_dir": args.config_dir})
     print(f"configuration valid: {len(specs)} runs at scale {args.scale}")
     return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from odeflows.audit import audit, format_report
+
+    report = audit(args.table, verify=args.verify)
+    print(format_report(report))
+    if args.verify:
+        print("verify: OK — every cell recomputed from the per-seed files and every hash matches"
+              if report.ok else "verify: FAILED")
+    return 0 if report.ok else 1
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -180,7 +193,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", required=True, choices=["smoke", "laptop", "paper"])
     p.add_argument("--tables-dir", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--metrics", help="also write headline numbers as JSON (for dvc metrics)")
     p.set_defaults(func=cmd_claims)
+
+    p = sub.add_parser("audit", help="show the runs behind every cell of a table; --verify "
+                                     "recomputes cells and checks hashes")
+    p.add_argument("table", help="results/<scale>/tables/<experiment>.csv")
+    p.add_argument("--verify", action="store_true",
+                   help="recompute every cell from per-seed files and check every hash; "
+                        "exit 1 on any mismatch")
+    p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("show", help="print a finished run's config, evaluation and size")
     p.add_argument("run", help="run directory")

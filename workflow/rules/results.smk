@@ -12,6 +12,7 @@ rule aggregate:
         md="results/{scale}/tables/{experiment}.md",
         runs="results/{scale}/tables/{experiment}_runs.csv",
         provenance="results/{scale}/tables/{experiment}.provenance.json",
+        curves="results/{scale}/tables/{experiment}_curves.csv",
     log:
         "logs/{scale}/aggregate/{experiment}.log",
     conda:
@@ -47,11 +48,13 @@ rule claims:
     input:
         [f"results/{{scale}}/tables/{exp}_runs.csv" for exp in EXPERIMENTS],
     output:
-        report("results/{scale}/claims.md", caption="../report/claims.rst", category="Claims"),
+        claims=report("results/{scale}/claims.md", caption="../report/claims.rst",
+                      category="Claims"),
+        metrics="results/{scale}/metrics.json",
     log:
         "logs/{scale}/claims.log",
     conda:
         "../../envs/odeflows.yaml"
     shell:
         "odeflows claims --scale {wildcards.scale} --tables-dir results/{wildcards.scale}/tables "
-        "--out {output} > {log} 2>&1"
+        "--out {output.claims} --metrics {output.metrics} > {log} 2>&1"

@@ -1,0 +1,114 @@
+"""The smoke workflow through a real SLURM scheduler (tests/cluster/slurm.sh, profile local-slurm).
+
+Needs root and the Debian packages slurm-wlm and munge (`bash tests/cluster/slurm.sh install`).
+Skipped where SLURM is not installed, except in CI (CI=true), where that is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+SLURM_SH = ROOT / "tests" / "cluster" / "slurm.sh"
+# One experiment keeps the test short: the whole smoke scale is 68 SLURM jobs (about 7 min on
+# 2 cores), node_adjoint alone 8 jobs through every rule (about 1-1.5 min).
+EXPERIMENT = "node_adjoint"
+
+
+def _slurm_missing() -> str | None:
+    if shutil.which("slurmctld") is None:
+        return "slurmctld is not installed (bash tests/cluster/slurm.sh install)"
+    if os.geteuid() != 0:
+        return "the test cluster needs root"
+    return None
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    missing = _slurm_missing()
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run the SLURM test, but {missing}", pytrace=False)
+        pytest.skip(missing)
+    start = subprocess.run(["bash", str(SLURM_SH), "start"], capture_output=True, text=True,
+                           timeout=180)
+    try:
+        assert start.returncode == 0, start.stdout + start.stderr
+        yield
+    finally:
+        stop = subprocess.run(["bash", str(SLURM_SH), "stop"], capture_output=True, text=True,
+                              timeout=120)
+        assert stop.returncode == 0, stop.stdout + stop.stderr
+
+
+def _workflow_copy(tmp_path: Path) -> Path:
+    for name in ("Snakefile", "workflow", "config", "envs"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
+    return tmp_path
+
+
+def _job_env() -> dict[str, str]:
+    # sbatch exports the submitting environment (--export=ALL): with this virtualenv's bin first
+    # on PATH, the jobs' shell commands find the same `odeflows` (and Python) as this process.
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.setdefault("MPLBACKEND", "Agg")
+    return env
+
+
+def test_smoke_workflow_through_slurm(slurm_cluster, tmp_path):
+    wd = _workflow_copy(tmp_path)
+    profile = wd / "workflow" / "profiles" / "local-slurm"
+    started = time.monotonic()
+    out = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--profile", str(profile),
+         "--config", "scale=smoke", f"experiments=[{EXPERIMENT}]"],
+        cwd=wd, env=_job_env(), capture_output=True, text=True, timeout=900,
+    )
+    elapsed = time.monotonic() - started
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-5000:]
+    print(f"smoke workflow ({EXPERIMENT}) through SLURM: {elapsed:.0f} s")
+
+    res = wd / "results" / "smoke"
+    for suffix in (".csv", ".md", "_runs.csv", ".provenance.json"):
+        assert (res / "tables" / f"{EXPERIMENT}{suffix}").stat().st_size > 0
+    assert list((res / "figures" / EXPERIMENT).glob("*.png"))
+    assert "## Claim 9:" in (res / "claims.md").read_text()
+
+    # Every job but the target rule `all` (run locally) was submitted with sbatch ...
+    run_id = re.search(r"SLURM run ID: (\S+)", log)
+    assert run_id, log[-3000:]
+    job_ids = re.findall(r"has been submitted with SLURM jobid (\d+)", log)
+    finished = re.findall(r"^Finished jobid: \d+ \(Rule: (\w+)\)", log, flags=re.M)
+    assert set(finished) == {"prepare_data", "train", "evaluate", "aggregate", "plot", "claims",
+                             "all"}
+    assert len(job_ids) == len(finished) - 1
+    # ... SLURM itself reports them completed (squeue keeps finished jobs for MinJobAge = 300 s;
+    # the last ones ended moments ago) ...
+    queue = subprocess.run(["squeue", "--states=all", "--noheader", "--format=%i|%T",
+                            "--name", run_id.group(1)], capture_output=True, text=True, timeout=30)
+    assert queue.returncode == 0, queue.stderr
+    states = dict(line.split("|") for line in queue.stdout.split())
+    assert states and set(states.values()) == {"COMPLETED"} and set(states) <= set(job_ids)
+    # ... each wrote its SLURM log <jobid>.log (kept by slurm-keep-successful-logs) ...
+    slurm_logs = {p.stem: p for p in (wd / ".snakemake" / "slurm_logs").rglob("*.log")}
+    assert set(slurm_logs) == set(job_ids)
+    train_log = next((wd / ".snakemake" / "slurm_logs" / "rule_train").rglob("*.log"))
+    assert "odeflows train" in train_log.read_text()
+    # ... and the jobs ran this virtualenv's `odeflows`, found on the PATH that sbatch exported
+    record = json.loads(next((res / "runs").rglob("record.json")).read_text())
+    assert record["host"]["argv"][0] == str(Path(sys.executable).parent / "odeflows")
