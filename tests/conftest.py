@@ -38,28 +38,26 @@ def _seed_and_threads():
     torch.set_num_threads(1)
 
 
-@pytest.fixture
-def flow_cfg():
-    def make(model: str = "ffjord", **over):
-        cfg = copy.deepcopy(BASE_FLOW)
+def _config_factory(base: dict, default_model: str):
+    """A resolved run config like ``base`` with ``model`` and shallow-merged section overrides."""
+    def make(model: str = default_model, **over):
+        cfg = copy.deepcopy(base)
         cfg["model"] = model
         for key, value in over.items():
             cfg[key] = {**cfg[key], **value} if isinstance(value, dict) else value
         cfg.setdefault("eval_solver", cfg["solver"])
         return cfg
     return make
+
+
+@pytest.fixture
+def flow_cfg():
+    return _config_factory(BASE_FLOW, "ffjord")
 
 
 @pytest.fixture
 def reg_cfg():
-    def make(model: str = "node", **over):
-        cfg = copy.deepcopy(BASE_REG)
-        cfg["model"] = model
-        for key, value in over.items():
-            cfg[key] = {**cfg[key], **value} if isinstance(value, dict) else value
-        cfg.setdefault("eval_solver", cfg["solver"])
-        return cfg
-    return make
+    return _config_factory(BASE_REG, "node")
 
 
 @pytest.fixture

@@ -54,9 +54,12 @@ def slurm_cluster():
 
 
 def _workflow_copy(tmp_path: Path) -> Path:
-    for name in ("Snakefile", "workflow", "config", "envs"):
+    # as tests/test_workflow.py, plus the workflow profile profiles/default that Snakemake loads
+    # next to the Snakefile in a checkout
+    for name in ("Snakefile", "workflow", "config", "envs", "profiles"):
         src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
+        if src.exists():
+            (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
     return tmp_path
 
 
@@ -108,7 +111,7 @@ def test_smoke_workflow_through_slurm(slurm_cluster, tmp_path):
     slurm_logs = {p.stem: p for p in (wd / ".snakemake" / "slurm_logs").rglob("*.log")}
     assert set(slurm_logs) == set(job_ids)
     train_log = next((wd / ".snakemake" / "slurm_logs" / "rule_train").rglob("*.log"))
-    assert "odeflows train" in train_log.read_text()
+    assert "rule train:" in train_log.read_text()
     # ... and the jobs ran this virtualenv's `odeflows`, found on the PATH that sbatch exported
     record = json.loads(next((res / "runs").rglob("record.json")).read_text())
     assert record["host"]["argv"][0] == str(Path(sys.executable).parent / "odeflows")
