@@ -1,6 +1,7 @@
 # Helpers shared by the rules. All logic lives in the odeflows package; this file only maps the
 # validated configuration onto file paths.
 import sys
+from importlib import resources
 
 from snakemake.utils import validate
 
@@ -20,7 +21,8 @@ except ConfigError as err:
     # stop before any job runs: nothing is written under results/
     sys.stderr.write(f"\nodeflows configuration error:\n{err}\n\n")
     raise SystemExit(1)
-validate(config, "../schemas/config.schema.yaml")  # same schema; fills in defaults
+# the same schema (workflow/schemas/config.schema.yaml links to it); fills in defaults
+validate(config, str(resources.files("odeflows") / "schemas" / "workflow.schema.yaml"))
 
 SCALE = config["scale"]
 CONFIG_DIR = config.get("config_dir", "config")
