@@ -52,13 +52,13 @@ def _epoch_nfe(metrics_csv: Path) -> tuple[float | None, float | None]:
     return float(per_epoch.iloc[0]), float(per_epoch.iloc[-1])
 
 
-def _run_record(run_dir: Path) -> dict[str, Any]:
+def _run_record(run_dir: Path, hash_files: bool = True) -> dict[str, Any]:
     rec_path = run_dir / "record.json"
     rec = provenance.read_json(rec_path) if rec_path.exists() else {}
     files = {}
     for name in ("eval.json", "summary.json", "model.pt", "metrics.csv", "profile.csv"):
         f = run_dir / name
-        if f.exists():
+        if hash_files and f.exists():
             files[name] = provenance.md5_file(f)
     return {
         "run_dir": str(run_dir),
@@ -117,7 +117,7 @@ def run_rows(run_dirs: list[Path]) -> pd.DataFrame:
             if kind in hut:
                 row[f"hutchinson_{kind}_z"] = hut[kind]["z_pooled"]
         row["nfe_first_epoch"], row["nfe_last_epoch"] = _epoch_nfe(run_dir / "metrics.csv")
-        rec = _run_record(run_dir)
+        rec = _run_record(run_dir, hash_files=False)  # file hashes go to the sidecar only
         row.update(config_hash=rec["config_hash"], git_commit=rec["git_commit"],
                    git_dirty=rec["git_dirty"], data_sha256=rec["data_sha256"],
                    device=rec["device"])
