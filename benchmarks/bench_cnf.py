@@ -5,21 +5,33 @@ evaluation and peak memory saved for backward, for:
 
 - ``ffjord_autograd``: the configuration of FFJORD's ``train_toy.py`` defaults (8gaussians, batch
   100, concatsquash 64-64-64 tanh, dopri5 atol = rtol = 1e-5, exact trace, T = 0.5, Adam 1e-3,
-  weight decay 1e-5) with the straightforward trace (one vector-Jacobian product per dimension,
-  double backward in training) — our tested ground truth;
-- ``ffjord_fast``: the same model with the trace from forward-mode Jacobian propagation;
-- ``ffjord_fast_direct``: the fast trace with backpropagation through the solver instead of the
-  adjoint (no backward solve; memory grows with steps);
-- ``ffjord_hutchinson``, ``ffjord_rk4`` (fixed step 0.05), ``rnode`` (fast path + kinetic and
-  Jacobian regularisers, λ = 0.01) and ``affjord`` (AFFJORD §4.1 toy model, RK4 40 steps,
-  batch 512).
+  weight decay 1e-5, adjoint) with the straightforward trace (one vector-Jacobian product per
+  dimension, double backward in training) — our tested ground truth;
+- ``ffjord_fast``: the same model with the trace from forward-mode Jacobian propagation
+  (``MLPField.jacobian``, generic autograd ops; ``fused: false``);
+- ``ffjord_fused``: the same model with the fused dynamics of ``odeflows.nn.fused`` (closed-form
+  value, trace and hand-written vector-Jacobian product; the default for this field);
+- ``*_direct``: backpropagation through the solver instead of the adjoint (no backward solve;
+  memory grows with steps);
+- ``ffjord_hutchinson``, ``ffjord_rk4``/``ffjord_fused_rk4`` (fixed step 0.05), ``rnode``/
+  ``rnode_fused`` (kinetic and Jacobian regularisers, λ = 0.01) and ``affjord`` (AFFJORD §4.1 toy
+  model, RK4 40 steps, batch 512);
+- ``mnist_multiscale``: ONE training step of the multiscale image CNF
+  (``odeflows.models.odenvp.MultiscaleCNF``) at MNIST shape 1×28×28, on CPU and on CUDA when
+  available (skipped with a message when the module cannot be imported).
 
 With ``--reference-dir`` pointing at a checkout of rtqichen/ffjord (kept outside this repository),
-its ``train_toy.py`` runs in a subprocess with the same settings and its per-iteration times and
-NFE are parsed from its log, so both sides are measured in one run on one machine. Ratios are
-reported per function evaluation and per iteration at equal NFE.
+its ``train_toy.py`` runs in a subprocess with the same settings (and the same number of threads)
+and its per-iteration times and NFE are parsed from its log, so both sides are measured in one
+run on one machine. With ``--rounds R`` the reference and our cases alternate R times (robust to
+other load on a shared machine) and the table reports medians over rounds.
 
-    python benchmarks/bench_cnf.py --iters 100 --reference-dir /path/to/ffjord
+Ratio vs the reference "at equal NFE" = (our s/iter × reference NFE/iter ÷ our NFE/iter) ÷
+reference s/iter, NFE = forward + backward evaluations: our time per iteration rescaled to the
+reference's number of function evaluations (the adaptive solver takes a different number of steps
+on different weights and T). Below 1 is faster than the reference.
+
+    python benchmarks/bench_cnf.py --iters 100 --rounds 3 --reference-dir /path/to/ffjord
 """
 
 from __future__ import annotations
@@ -38,10 +50,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from odeflows.data import toy2d
 from odeflows.models import build_model
-from odeflows.ode import count_nfe, reset_nfe
+from odeflows.ode import Solver, count_nfe, reset_nfe
 from odeflows.profiling import SavedTensorMeter
 
 TRAIN_TOY = {
@@ -65,15 +78,21 @@ def _case(model: str = "ffjord", data: str = "8gaussians", batch: int = 100, **o
     return cfg
 
 
+FAST = {"analytic_trace": True, "fused": False}
+FUSED = {"analytic_trace": True, "fused": True}
+RK4 = {"method": "rk4", "step_size": 0.05}
+RNODE = {"kinetic": 0.01, "jacobian": 0.01}
 CASES = {
     "ffjord_autograd": _case(),
-    "ffjord_fast": _case(model_cfg={"analytic_trace": True}),
-    "ffjord_fast_direct": _case(model_cfg={"analytic_trace": True},
-                                solver={"adjoint": False}),
+    "ffjord_fast": _case(model_cfg=FAST),
+    "ffjord_fast_direct": _case(model_cfg=FAST, solver={"adjoint": False}),
+    "ffjord_fused": _case(model_cfg=FUSED),
+    "ffjord_fused_direct": _case(model_cfg=FUSED, solver={"adjoint": False}),
     "ffjord_hutchinson": _case(model_cfg={"divergence": "hutchinson", "probe": "gaussian"}),
-    "ffjord_rk4": _case(model_cfg={"analytic_trace": True},
-                        solver={"method": "rk4", "step_size": 0.05}),
-    "rnode": _case(model_cfg={"analytic_trace": True, "kinetic": 0.01, "jacobian": 0.01}),
+    "ffjord_rk4": _case(model_cfg=FAST, solver=RK4),
+    "ffjord_fused_rk4": _case(model_cfg=FUSED, solver=RK4),
+    "rnode": _case(model_cfg=FAST | RNODE),
+    "rnode_fused": _case(model_cfg=FUSED | RNODE),
     "affjord": _case(model="affjord", data="hash", batch=512,
                      model_cfg={"width": 64, "hyper_hidden": 32, "aug_dim": 2, "aug_hidden": 3,
                                 "t_data": 10.0, "t_base": 0.0, "base_std": 0.1 ** 0.5,
@@ -81,12 +100,23 @@ CASES = {
                      solver={"method": "rk4", "steps": 40},
                      train={"lr": 1e-3, "weight_decay": 0.0}),
 }
+IMAGE_CASE = "mnist_multiscale"
+DEFAULT_CASES = [c for c in CASES if c != "affjord"]
+
+
+def _apply_fused(model: nn.Module, cfg: dict) -> nn.Module:
+    """``model_cfg.fused`` (default true): false drops the fused dynamics, keeping the generic
+    path. Applied here because the choice is a ToyCNF argument that build_model may not forward."""
+    dyn = getattr(model, "dynamics", None)
+    if dyn is not None and hasattr(dyn, "fused") and not cfg["model_cfg"].get("fused", True):
+        dyn.fused = None
+    return model
 
 
 def run_ours(name: str, cfg: dict, iters: int, warmup: int, seed: int) -> dict:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = build_model(cfg, 2)
+    model = _apply_fused(build_model(cfg, 2), cfg)
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg["train"]["lr"],
                            weight_decay=cfg["train"]["weight_decay"])
@@ -131,14 +161,15 @@ ITER_RE = re.compile(r"Iter (\d+) \| Time ([\d.]+)\([\d.]+\) \| Loss ([-\d.]+)\(
                      r"NFE Forward (\d+)\([\d.]+\) \| NFE Backward (\d+)")
 
 
-def run_reference(ref_dir: Path, iters: int, warmup: int, python: str) -> dict:
+def run_reference(ref_dir: Path, iters: int, warmup: int, python: str, threads: int) -> dict:
     """rtqichen/ffjord train_toy.py at its defaults (8gaussians, concatsquash 64-64-64)."""
+    threads_env = {k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     with tempfile.TemporaryDirectory() as save:
         cmd = [python, "train_toy.py", "--data", "8gaussians", "--dims", "64-64-64",
                "--layer_type", "concatsquash", "--niters", str(iters), "--viz_freq", "1000000",
                "--val_freq", "1000000", "--save", save]
         out = subprocess.run(cmd, cwd=ref_dir, capture_output=True, text=True,
-                             env={**os.environ, "MPLBACKEND": "Agg"})
+                             env={**os.environ, "MPLBACKEND": "Agg", **threads_env})
     rows = [m.groups() for m in ITER_RE.finditer(out.stdout + out.stderr)]
     if not rows:
         raise RuntimeError("reference run produced no iteration log:\n" + out.stderr[-2000:])
@@ -148,57 +179,146 @@ def run_reference(ref_dir: Path, iters: int, warmup: int, python: str) -> dict:
                      [r[4] for r in timed]) | {"command": " ".join(cmd[:-2])}
 
 
+def run_image_step(device: str, batch: int, solver: Solver, seed: int) -> dict:
+    """ONE training step (forward, backward, Adam step) of the multiscale CNF at MNIST shape."""
+    try:
+        from odeflows.models.odenvp import MultiscaleCNF
+    except ImportError as err:
+        return {"case": f"{IMAGE_CASE}_{device}", "skipped": f"odeflows.models.odenvp: {err}"}
+    torch.manual_seed(seed)
+    model = MultiscaleCNF((1, 28, 28), solver=solver, eval_solver=solver, num_blocks=1,
+                          hidden_dims=(64, 64, 64)).to(device)
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(batch, 1, 28, 28, generator=gen).to(device)
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+        torch.cuda.synchronize(device)
+    meter = SavedTensorMeter()
+    reset_nfe(model)
+    t0 = time.perf_counter()
+    with torch.autograd.graph.saved_tensors_hooks(meter.pack, meter.unpack):
+        loss = -model(x, gen)["logp"].mean()
+        nfe_f = count_nfe(model)
+        loss.backward()
+    opt.step()
+    if cuda:
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - t0
+    nfe_b = count_nfe(model) - nfe_f
+    out = summarise(f"{IMAGE_CASE}_{device}", [seconds], [nfe_f], [nfe_b]) | {
+        "batch": batch, "peak_saved_mib": meter.peak / 2**20, "loss": loss.item(),
+        "solver": solver.__dict__}
+    if cuda:
+        out["cuda_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
+
+
+def _median_rows(rows: list[dict]) -> dict:
+    """Per-key median over rounds of the numeric fields of one case."""
+    out = dict(rows[0])
+    for key, value in rows[0].items():
+        if isinstance(value, float | int) and not isinstance(value, bool):
+            out[key] = statistics.median(r[key] for r in rows)
+    out["rounds"] = len(rows)
+    return out
+
+
+def _ratios(ref: dict, r: dict) -> dict:
+    nfe_ratio = ((ref["nfe_forward_mean"] + ref["nfe_backward_mean"])
+                 / (r["nfe_forward_mean"] + r["nfe_backward_mean"]))
+    return {"ratio_per_nfe_vs_reference": r["ms_per_nfe_median"] / ref["ms_per_nfe_median"],
+            "ratio_per_iter_equal_nfe_vs_reference":
+                r["s_per_iter_median"] * nfe_ratio / ref["s_per_iter_median"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--iters", type=int, default=100)
+    parser.add_argument("--iters", type=int, default=100, help="iterations per case and round")
     parser.add_argument("--warmup", type=int, default=4, help="iterations left out of medians")
-    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="alternate reference and our cases this many times; report medians")
+    parser.add_argument("--cases", nargs="+", default=DEFAULT_CASES,
+                        choices=[*CASES, IMAGE_CASE])
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help="intra-op threads, ours and the reference's")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reference-dir", type=Path, help="checkout of rtqichen/ffjord")
     parser.add_argument("--reference-python", default=sys.executable)
+    parser.add_argument("--image-batch", type=int, default=16,
+                        help=f"batch of the {IMAGE_CASE} step (FFJORD's MNIST runs use 200)")
+    parser.add_argument("--image-method", default="dopri5")
+    parser.add_argument("--image-tol", type=float, default=1e-5,
+                        help="atol = rtol of the image step (FFJORD's MNIST default 1e-5)")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/cnf.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    results = []
-    if args.reference_dir:
-        results.append(run_reference(args.reference_dir, args.iters, args.warmup,
-                                     args.reference_python))
-    ours = {name: run_ours(name, CASES[name], args.iters, args.warmup, args.seed)
-            for name in args.cases}
-    results += list(ours.values())
+    toy_cases = [c for c in args.cases if c in CASES]
+    per_round: dict[str, list[dict]] = {}
+    ratio_rounds: dict[str, list[dict]] = {}
+    losses: dict[str, list[float]] = {}
+    for r in range(args.rounds):
+        ref = None
+        if args.reference_dir:
+            ref = run_reference(args.reference_dir, args.iters, args.warmup,
+                                args.reference_python, args.threads)
+            per_round.setdefault(ref["case"], []).append(ref)
+        for name in toy_cases:
+            res = run_ours(name, CASES[name], args.iters, args.warmup, args.seed)
+            losses[name] = res.pop("losses")
+            per_round.setdefault(name, []).append(res)
+            if ref and name.startswith("ffjord_"):
+                ratio_rounds.setdefault(name, []).append(_ratios(ref, res))
+        print(f"round {r + 1}/{args.rounds}: " + ", ".join(
+            f"{k} {v[-1]['s_per_iter_median']:.4f} s/iter" for k, v in per_round.items()),
+            flush=True)
+    results = [_median_rows(rows) for rows in per_round.values()]
+    for row in results:  # median over rounds of the per-round ratios
+        for key in ("ratio_per_nfe_vs_reference", "ratio_per_iter_equal_nfe_vs_reference"):
+            if row["case"] in ratio_rounds:
+                row[key] = statistics.median(rr[key] for rr in ratio_rounds[row["case"]])
 
-    ground, fast = ours.get("ffjord_autograd"), ours.get("ffjord_fast")
+    images = []
+    if IMAGE_CASE in args.cases:
+        solver = Solver(args.image_method, rtol=args.image_tol, atol=args.image_tol,
+                        adjoint=True)
+        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        for device in devices:
+            images.append(run_image_step(device, args.image_batch, solver, args.seed))
+
     checks = {}
-    if ground and fast:
-        diff = np.abs(np.array(ground["losses"]) - np.array(fast["losses"]))
-        checks["fast_vs_autograd_max_abs_loss_diff"] = float(diff.max())
-    ref = results[0] if args.reference_dir else None
-    if ref:
-        for r in results[1:]:
-            if r["case"].startswith("ffjord_"):
-                nfe_ratio = ((ref["nfe_forward_mean"] + ref["nfe_backward_mean"])
-                             / (r["nfe_forward_mean"] + r["nfe_backward_mean"]))
-                r["ratio_per_nfe_vs_reference"] = r["ms_per_nfe_median"] / ref["ms_per_nfe_median"]
-                r["ratio_per_iter_equal_nfe_vs_reference"] = (
-                    r["s_per_iter_median"] * nfe_ratio / ref["s_per_iter_median"])
+    ground = losses.get("ffjord_autograd")
+    for other in ("ffjord_fast", "ffjord_fused"):
+        if ground and losses.get(other):
+            diff = np.abs(np.array(ground) - np.array(losses[other]))
+            checks[f"{other.removeprefix('ffjord_')}_vs_autograd_max_abs_loss_diff"] = \
+                float(diff.max())
 
+    print()
+    print("vs ref (equal NFE) = our s/iter × (ref NFE/iter ÷ our NFE/iter) ÷ ref s/iter; "
+          "NFE = forward + backward; < 1 is faster" + (
+              f"; medians over {args.rounds} rounds" if args.rounds > 1 else ""))
     print(f"{'case':24s} {'s/iter':>9s} {'NFE f':>7s} {'NFE b':>7s} {'ms/NFE':>8s} "
           f"{'peak MiB':>9s} {'vs ref (equal NFE)':>19s}")
-    for r in results:
+    for r in results + images:
+        if "skipped" in r:
+            print(f"{r['case']:24s} skipped: {r['skipped']}")
+            continue
         ratio = r.get("ratio_per_iter_equal_nfe_vs_reference")
         print(f"{r['case']:24s} {r['s_per_iter_median']:9.4f} {r['nfe_forward_mean']:7.1f} "
               f"{r['nfe_backward_mean']:7.1f} {r['ms_per_nfe_median']:8.3f} "
               f"{r.get('peak_saved_mib', float('nan')):9.2f} "
               f"{'' if ratio is None else f'{ratio:.3f}':>19s}")
+    print("peak MiB: tensors saved for backward (CUDA allocator peak in the JSON for CUDA)")
     for key, value in checks.items():
         print(f"{key}: {value:.3g}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    for r in results:
-        r.pop("losses", None)
     args.out.write_text(json.dumps({
-        "results": results, "checks": checks, "iters": args.iters, "warmup": args.warmup,
+        "results": results, "image_step": images, "checks": checks, "iters": args.iters,
+        "warmup": args.warmup, "rounds": args.rounds, "per_round": per_round,
         "threads": args.threads, "torch": torch.__version__, "machine": platform.platform(),
         "cpu_count": os.cpu_count()}, indent=2))
     print(f"wrote {args.out}")

@@ -22,12 +22,27 @@ METRICS = {
                    "train_wall_seconds", "num_parameters"],
     "density": ["best_val_loss", "test_loss", "test_nfe", "grid_mass", "train_wall_seconds",
                 "num_parameters"],
+    "classification": ["test_accuracy_pct", "test_loss", "test_nfe", "nfe_first_epoch",
+                       "nfe_last_epoch", "train_wall_seconds", "num_parameters"],
+    "image_density": ["best_val_loss", "test_bpd", "test_bpd_dequantized", "test_bpd_clean",
+                      "test_nfe", "nfe_train_mean", "jacobian_last_epoch", "kinetic_last_epoch",
+                      "train_wall_seconds", "train_hours", "num_parameters"],
 }
+# wording that depends on the task (image flows: losses are bits/dim)
+TASK_LABELS = {"image_density": {"best_val_loss": "best val bits/dim"},
+               "density+images": {"best_val_loss": "best val NLL (nats) / bits/dim (images)"}}
+# an experiment over toy and image datasets (affjord_rnode) reports both kinds of metric
+METRICS["density+images"] = METRICS["density"] + [
+    m for m in METRICS["image_density"] if m not in METRICS["density"]]
 LABELS = {
     "best_val_loss": "best val NLL (nats)", "test_loss": "test loss", "test_accuracy": "test acc.",
     "test_nfe": "test NFE", "nfe_first_epoch": "NFE (first epoch)",
     "nfe_last_epoch": "NFE (last epoch)", "grid_mass": "∫p on grid",
     "train_wall_seconds": "train s", "num_parameters": "params",
+    "test_accuracy_pct": "test acc. %", "test_bpd": "test bits/dim",
+    "test_bpd_dequantized": "test bpd (dequantised)", "test_bpd_clean": "test bpd (clean)",
+    "nfe_train_mean": "train NFE/iter (f+b)", "jacobian_last_epoch": "∫‖J‖²_F/D (last epoch)",
+    "kinetic_last_epoch": "∫‖f‖²/2D (last epoch)", "train_hours": "train hours (Σ step times)",
 }
 
 
@@ -39,17 +54,28 @@ def reference_numbers(path: str | Path | None = None) -> pd.DataFrame:
     return pd.DataFrame(yaml.safe_load(text))
 
 
-def _epoch_nfe(metrics_csv: Path) -> tuple[float | None, float | None]:
-    """Mean forward NFE per iteration in the first and last epoch (ANODE Fig. 8)."""
+def _epoch_stats(metrics_csv: Path) -> dict[str, float | None]:
+    """Per-run statistics of the training log: mean forward NFE per iteration in the first and
+    last epoch (ANODE Fig. 8), mean forward+backward NFE per iteration (AFFJORD Fig. 9), and the
+    last epoch's mean regulariser integrals (RNODE Fig. 5)."""
+    out: dict[str, float | None] = dict.fromkeys(
+        ("nfe_first_epoch", "nfe_last_epoch", "nfe_train_mean", "jacobian_last_epoch",
+         "kinetic_last_epoch"))
     if not metrics_csv.exists():
-        return None, None
-    m = pd.read_csv(metrics_csv, usecols=["epoch", "nfe_forward"])
-    if m.empty:
-        return None, None
-    per_epoch = m.groupby("epoch")["nfe_forward"].mean()
-    if not per_epoch.any():  # a model without an ODE block (ResNet)
-        return None, None
-    return float(per_epoch.iloc[0]), float(per_epoch.iloc[-1])
+        return out
+    m = pd.read_csv(metrics_csv)
+    if m.empty or "nfe_forward" not in m:
+        return out
+    per_epoch = m.groupby("epoch")
+    nfe = per_epoch["nfe_forward"].mean()
+    if not nfe.any():  # a model without an ODE block (ResNet)
+        return out
+    out["nfe_first_epoch"], out["nfe_last_epoch"] = float(nfe.iloc[0]), float(nfe.iloc[-1])
+    out["nfe_train_mean"] = float((m["nfe_forward"] + m["nfe_backward"]).mean())
+    for col in ("jacobian", "kinetic"):
+        if col in m and m[col].notna().any():
+            out[f"{col}_last_epoch"] = float(per_epoch[col].mean().iloc[-1])
+    return out
 
 
 def _run_record(run_dir: Path, hash_files: bool = True) -> dict[str, Any]:
@@ -116,7 +142,11 @@ def run_rows(run_dirs: list[Path]) -> pd.DataFrame:
         for kind in ("gaussian", "rademacher"):
             if kind in hut:
                 row[f"hutchinson_{kind}_z"] = hut[kind]["z_pooled"]
-        row["nfe_first_epoch"], row["nfe_last_epoch"] = _epoch_nfe(run_dir / "metrics.csv")
+        row.update(_epoch_stats(run_dir / "metrics.csv"))
+        if isinstance(row.get("train_wall_seconds"), (int, float)):
+            row["train_hours"] = row["train_wall_seconds"] / 3600
+        if isinstance(row.get("test_accuracy"), (int, float)):
+            row["test_accuracy_pct"] = 100 * row["test_accuracy"]
         rec = _run_record(run_dir, hash_files=False)  # file hashes go to the sidecar only
         row.update(config_hash=rec["config_hash"], git_commit=rec["git_commit"],
                    git_dirty=rec["git_dirty"], data_sha256=rec["data_sha256"],
@@ -219,7 +249,8 @@ def to_markdown(table: pd.DataFrame, task: str, title: str) -> str:
     lines += ["**ours**: mean ± std over successful seeds (ok / failed seeds; a row with no "
               "successful seed shows x). **paper**: the papers' own numbers (reference data, "
               "sources below), never produced by this workflow.", ""]
-    header = ["dataset", "model", "seeds ok/failed"] + [f"ours: {LABELS[m]}" for m in metrics]
+    labels = {**LABELS, **TASK_LABELS.get(task, {})}
+    header = ["dataset", "model", "seeds ok/failed"] + [f"ours: {labels[m]}" for m in metrics]
     header += [f"paper: {c.removeprefix('paper_')}" for c in paper_cols]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     sources = set()
@@ -249,6 +280,8 @@ def aggregate(scale: str, experiment: str, out_dir: str | Path, config_dir: str 
     exp = load_experiment(experiment, config_dir)
     task = exp["task"]
     runs = collect_runs(scale, experiment, config_dir)
+    if task == "density" and "test_bpd" in runs.columns:
+        task = "density+images"
     ref = reference_numbers(reference)
     if task == "memory_profile":
         table = summarise_profile(list(runs["run_dir"]))

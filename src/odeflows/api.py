@@ -40,8 +40,9 @@ class Run:
         """log p(x) in nats (density models only), with the evaluation solver."""
         if not hasattr(self.model, "log_prob"):
             raise TypeError(f"model {self.config['model']!r} is not a density model")
+        x = torch.as_tensor(x, dtype=torch.float32, device=self.device)
         with torch.no_grad():
-            return self._counted(self.model.log_prob, torch.as_tensor(x, dtype=torch.float32))
+            return self._counted(self.model.log_prob, x)
 
     def sample(self, n: int, seed: int = 0) -> torch.Tensor:
         """n samples by reverse integration from the base distribution."""
@@ -50,25 +51,30 @@ class Run:
         return self._counted(self.model.sample, n, torch.Generator().manual_seed(seed))
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.as_tensor(x, dtype=torch.float32, device=self.device)
         with torch.no_grad():
-            return self._counted(self.model, torch.as_tensor(x, dtype=torch.float32))
+            return self._counted(self.model, x)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
 
 
-def load_run(path: str | Path, which: str = "best") -> Run:
+def load_run(path: str | Path, which: str = "best", device: str | torch.device = "cpu") -> Run:
     """Load ``<run>/model.pt``: ``which="best"`` (best validation, the papers' protocol) or
-    ``"final"`` weights."""
+    ``"final"`` weights, onto ``device``."""
     path = Path(path)
     model_file = path / "model.pt"
     if not model_file.exists():
         raise FileNotFoundError(f"{model_file} not found: is {path} a finished run directory?")
-    blob = torch.load(model_file, weights_only=False)
+    blob = torch.load(model_file, weights_only=False, map_location="cpu")
     if blob.get("status") != "completed":
         raise RuntimeError(f"run {path} did not complete (status {blob.get('status')!r})")
     best = which == "best" and blob.get("best_state")
     state = blob["best_state"] if best else blob["final_state"]
-    model = build_model(blob["config"], blob["dim"], blob["out_dim"])
+    model = build_model(blob["config"], blob.get("shape") or blob["dim"], blob["out_dim"])
     model.load_state_dict(state)
-    model.eval()
+    model.to(device).eval()
 
     def maybe(name: str) -> dict[str, Any]:
         f = path / name

@@ -35,7 +35,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from odeflows.config import dataset_config
     from odeflows.data.prepared import prepare
 
-    meta = prepare(dataset_config(args.dataset, args.scale, args.config_dir), args.out)
+    cfg = dataset_config(args.dataset, args.scale, args.config_dir)
+    if args.download:
+        cfg["download"] = True
+    meta = prepare(cfg, args.out)
     print(json.dumps(meta, indent=2))
     return 0
 
@@ -105,6 +108,14 @@ def cmd_claims(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_parameters(args: argparse.Namespace) -> int:
+    from odeflows.parameters import write_parameter_table
+
+    for path in write_parameter_table(args.out_dir, args.config_dir):
+        print(path)
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from odeflows.config import run_matrix
 
@@ -141,23 +152,35 @@ def build_parser() -> argparse.ArgumentParser:
         description="Reproduce neural-ODE papers (FFJORD, AFFJORD, RNODE, ANODE, adjoint). "
                     "Normally driven by `snakemake`; each stage can also be run by hand.")
     sub = parser.add_subparsers(dest="command", required=True)
-    experiments = ["anode_toy", "affjord_toy", "node_adjoint"]
+    from odeflows.config import EXPERIMENTS as experiments
 
     p = sub.add_parser("matrix", help="list the run matrix of a scale (TSV)")
     p.add_argument("--scale", default="laptop", choices=["smoke", "laptop", "paper"])
-    p.add_argument("--experiments", nargs="+", default=experiments)
+    p.add_argument("--experiments", nargs="+", default=list(experiments),
+                   help="default: every experiment")
     p.add_argument("--config-dir", default="config")
     p.set_defaults(func=cmd_matrix)
 
+    p = sub.add_parser("parameters", help="parameter counts of the paper configurations beside "
+                       "the papers' (AFFJORD Table 2, RNODE Table 2, ANODE App. F.2.2)")
+    p.add_argument("--out-dir", required=True, help="writes parameters.csv and parameters.md")
+    p.add_argument("--config-dir", default="config")
+    p.set_defaults(func=cmd_parameters)
+
     p = sub.add_parser("validate", help="validate the configuration of a scale")
     p.add_argument("--scale", default="laptop", choices=["smoke", "laptop", "paper"])
-    p.add_argument("--experiments", nargs="+", default=experiments)
+    p.add_argument("--experiments", nargs="+", default=list(experiments),
+                   help="default: every experiment")
     p.add_argument("--config-dir", default="config")
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("prepare", help="generate a dataset's fixed train/val/test splits")
+    p = sub.add_parser("prepare", help="generate a dataset's fixed train/val/test splits (image "
+                       "sets: read data/raw/<name>, see --download)")
     p.add_argument("--dataset", required=True)
     p.add_argument("--scale", required=True, choices=["smoke", "laptop", "paper"])
+    p.add_argument("--download", action="store_true",
+                   help="image sets torchvision can fetch: download the raw files into "
+                        "data/raw/<name> first (needs network access)")
     p.add_argument("--out", required=True, help="output .npz (a .json sidecar is written too)")
     p.add_argument("--config-dir", default="config")
     p.set_defaults(func=cmd_prepare)

@@ -22,6 +22,10 @@ import jsonschema
 import yaml
 
 SCALES = ("smoke", "laptop", "paper")
+EXPERIMENTS = ("anode_toy", "affjord_toy", "node_adjoint", "anode_images", "affjord_images",
+               "rnode_images", "rnode_ablation", "affjord_rnode")
+IMAGE_EXPERIMENTS = ("anode_images", "affjord_images", "rnode_images", "rnode_ablation",
+                     "affjord_rnode")
 
 
 class ConfigError(ValueError):
@@ -116,6 +120,14 @@ def _load_experiment_cached(experiment: str, config_dir: str) -> str:
     _validate(data, "experiment.schema.yaml", str(path))
     if data["id"] != experiment:
         raise ConfigError(f"{path}: key 'id' is {data['id']!r}, expected {experiment!r}")
+    variants = data.get("variants", {})
+    base = _schema("experiment.schema.yaml")["$defs"]["base_model"]["enum"]
+    unknown = [m for m in data["models"] if m not in base and m not in variants]
+    if unknown:
+        raise ConfigError(
+            f"{path}: key 'models': {unknown} are neither models ({', '.join(base)}) nor "
+            "declared under 'variants'"
+        )
     for scale in SCALES:
         sc = data["scales"][scale]
         for key, allowed in (("datasets", data["datasets"]), ("models", data["models"])):
@@ -137,10 +149,15 @@ def load_datasets(config_dir: str | Path = "config") -> dict[str, Any]:
     for name, entry in data.items():
         for scale in SCALES:
             sizes = entry.get("sizes", {}).get(scale)
-            if not sizes or any(int(sizes.get(k, 0)) < 1 for k in ("train", "val", "test")):
+            # image sets may say null: every available image of that split
+            allow_all = entry.get("family") == "images"
+            if not sizes or any(
+                not (allow_all and sizes.get(k, 0) is None) and int(sizes.get(k) or 0) < 1
+                for k in ("train", "val", "test")
+            ):
                 raise ConfigError(
                     f"config/datasets.yaml: key '{name}.sizes.{scale}' needs positive "
-                    "train, val and test sizes"
+                    "train, val and test sizes" + (" (or null: all)" if allow_all else "")
                 )
     return data
 
@@ -161,13 +178,18 @@ def run_matrix(config: dict[str, Any]) -> list[RunSpec]:
 
 
 def resolve_run(spec: RunSpec, config_dir: str | Path = "config") -> dict[str, Any]:
-    """The fully resolved, validated configuration of one run."""
+    """The fully resolved, validated configuration of one run: defaults ← model_settings ←
+    dataset_settings ← dataset_model_settings ← the scale's overrides, dataset_overrides and
+    model_overrides (later wins)."""
     exp = load_experiment(spec.experiment, config_dir)
     sc = exp["scales"][spec.scale]
+    # a variant (e.g. affjord_hyper) is a base model with its own model_settings entry
+    base_model = exp.get("variants", {}).get(spec.model, spec.model)
     merged = deep_merge(
         exp["defaults"],
         exp.get("model_settings", {}).get(spec.model),
         exp.get("dataset_settings", {}).get(spec.dataset),
+        exp.get("dataset_model_settings", {}).get(spec.dataset, {}).get(spec.model),
         sc.get("overrides"),
         sc.get("dataset_overrides", {}).get(spec.dataset),
         sc.get("model_overrides", {}).get(spec.model),
@@ -176,15 +198,24 @@ def resolve_run(spec: RunSpec, config_dir: str | Path = "config") -> dict[str, A
     datasets = load_datasets(config_dir)
     if spec.dataset not in datasets:
         raise ConfigError(f"config/datasets.yaml: no entry for dataset {spec.dataset!r}")
+    entry = datasets[spec.dataset]
+    images = entry.get("family") == "images"
+    # an experiment over toy and image data (affjord_rnode) is a density task on both
+    task = "image_density" if images and exp["task"] == "density" else exp["task"]
     cfg = {
         "experiment": spec.experiment,
         "dataset": spec.dataset,
-        "model": spec.model,
+        "model": base_model,
         "seed": spec.seed,
         "scale": spec.scale,
-        "task": exp["task"],
+        "task": task,
         **merged,
     }
+    if base_model != spec.model:
+        cfg["variant"] = spec.model
+    if images:
+        cfg["data"] = {"source": entry["source"], "bits": int(entry.get("bits", 8)),
+                       **cfg.get("data", {})}
     cfg.setdefault("eval", {})
     _validate(cfg, "run.schema.yaml", f"resolved config of {spec.path}")
     return cfg
@@ -194,10 +225,31 @@ def dataset_config(dataset: str, scale: str, config_dir: str | Path = "config") 
     entry = load_datasets(config_dir).get(dataset)
     if entry is None:
         raise ConfigError(f"config/datasets.yaml: no entry for dataset {dataset!r}")
-    return {
+    cfg = {
         "name": dataset,
         "family": entry["family"],
         "seed": int(entry.get("seed", 0)),
         "params": entry.get("params", {}),
         "sizes": entry["sizes"][scale],
     }
+    if entry["family"] == "images":
+        cfg.update(source=entry["source"], raw_root=entry.get("raw_root", "data/raw"),
+                   image_size=entry.get("image_size"), download=False)
+    return cfg
+
+
+def run_resources(scale: str, experiment: str, dataset: str,
+                  config_dir: str | Path = "config") -> dict[str, Any]:
+    """Scheduler resources of one training job: the scale's ``resources`` updated by its
+    ``dataset_resources[dataset]`` (e.g. ImageNet64 on 4 GPUs). ``processes`` > 1 means the job is
+    launched by torchrun with that many processes (one per GPU)."""
+    sc = load_experiment(experiment, config_dir)["scales"][scale]
+    return {**sc.get("resources", {}), **sc.get("dataset_resources", {}).get(dataset, {})}
+
+
+def launcher(resources: dict[str, Any]) -> str:
+    """Command prefix that starts ``odeflows`` once per process (empty for one process)."""
+    n = int(resources.get("processes", 1))
+    if n <= 1:
+        return ""
+    return f"torchrun --standalone --nproc_per_node={n} --no-python "

@@ -15,7 +15,7 @@ from odeflows.api import load_run
 from odeflows.checks import hutchinson_check
 from odeflows.data.prepared import load as load_data
 from odeflows.models.cnf import ToyCNF
-from odeflows.tasks import make_task
+from odeflows.tasks import task_for
 
 
 def density_grid(model: ToyCNF, points: int, limit: float, batch: int) -> dict[str, np.ndarray]:
@@ -38,6 +38,7 @@ def evaluate(run_dir: str | Path, data_path: str | Path) -> dict[str, Any]:
                               "best_iteration": summary.get("best_iteration"),
                               "train_wall_seconds": summary.get("train_wall_seconds"),
                               "iterations": summary.get("iterations"),
+                              "epochs_trained": summary.get("epochs_trained"),
                               "num_parameters": summary.get("num_parameters"),
                               "config_hash": summary.get("config_hash")}
     if summary["status"] != "completed":
@@ -49,10 +50,16 @@ def evaluate(run_dir: str | Path, data_path: str | Path) -> dict[str, Any]:
     data = load_data(data_path)
     gen = torch.Generator().manual_seed(cfg["seed"] + 20_011)
     ecfg = cfg["eval"]
-    task = make_task(cfg["task"])
-    test = task.score(model, data["x_test"], data.get("y_test"), int(ecfg.get("batch_size", 1000)),
-                      gen)
+    task = task_for(cfg)
+    bs = int(ecfg.get("batch_size", 1000))
+    test = task.score(model, data["x_test"], data.get("y_test"), bs, gen)
     result.update({f"test_{k}": v for k, v in test.items()})
+    if cfg["task"] == "image_density" and math.isfinite(test["loss"]):
+        # RNODE Table 2: bits/dim on clean (midpoint) and dirty (uniform noise) test images
+        for mode, key in (("midpoint", "test_bpd_clean"), ("uniform", "test_bpd_dequantized")):
+            same = mode == test["dequantization"]
+            result[key] = test["bpd"] if same else task.score(
+                model, data["x_test"], None, bs, gen, dequantization=mode)["bpd"]
     if not math.isfinite(test["loss"]):
         result.update(status="failed", reason="non-finite test loss")
 
@@ -66,6 +73,12 @@ def evaluate(run_dir: str | Path, data_path: str | Path) -> dict[str, Any]:
         x = torch.from_numpy(data["x_test"][:64])
         result["hutchinson"] = hutchinson_check(model, x, int(ecfg.get("hutchinson_probes", 1000)),
                                                 gen)
+    if cfg["task"] == "image_density" and completed and int(ecfg.get("samples", 0)):
+        # reverse integration from the base (FFJORD/AFFJORD Fig. 7-8, RNODE samples)
+        with torch.no_grad():
+            imgs = model.sample(int(ecfg["samples"]), gen).clamp(0, 1)
+        np.savez(run_dir / "samples.npz", images=(imgs.numpy() * 255).round().astype(np.uint8),
+                 data=data["x_test"][: int(ecfg["samples"])])
     if cfg["task"] == "regression" and result["status"] == "completed":
         times = torch.linspace(0.0, 1.0, int(ecfg.get("trajectory_points", 21)))
         x = torch.from_numpy(data["x_test"][:200])

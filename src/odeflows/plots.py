@@ -130,6 +130,7 @@ class Experiment:
     def __init__(self, scale: str, experiment: str, config_dir: str | Path):
         self.scale = scale
         self.id = experiment
+        self.config_dir = Path(config_dir)
         self.cfg = load_experiment(experiment, config_dir)
         specs = run_matrix({"scale": scale, "experiments": [experiment],
                             "config_dir": str(config_dir)})
@@ -603,7 +604,30 @@ def _samples(exp: Experiment, out_dir: Path) -> list[Path]:
 
 
 def _plot_density(exp: Experiment, out_dir: Path) -> list[Path]:
-    return _densities(exp, out_dir) + _val_loss(exp, out_dir) + _samples(exp, out_dir)
+    # an experiment over toy and image sets (affjord_rnode): the figures above draw the toy sets
+    # only, and the image sets get the image-flow figures
+    from odeflows.plots_images import image_datasets, plot_image_density, restrict
+
+    images = image_datasets(exp)
+    toy = restrict(exp, [d for d in exp.datasets if d not in images]) if images else exp
+    paths: list[Path] = []
+    if toy.datasets or not images:
+        paths += _densities(toy, out_dir) + _val_loss(toy, out_dir) + _samples(toy, out_dir)
+    if images:
+        paths += plot_image_density(restrict(exp, images), out_dir)
+    return paths
+
+
+def _plot_image_density(exp: Experiment, out_dir: Path) -> list[Path]:
+    from odeflows.plots_images import plot_image_density
+
+    return plot_image_density(exp, out_dir)
+
+
+def _plot_classification(exp: Experiment, out_dir: Path) -> list[Path]:
+    from odeflows.plots_images import plot_classification
+
+    return plot_classification(exp, out_dir)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -701,7 +725,8 @@ def _plot_memory(exp: Experiment, out_dir: Path) -> list[Path]:
 
 
 PLOTTERS = {"regression": _plot_regression, "density": _plot_density,
-            "memory_profile": _plot_memory}
+            "memory_profile": _plot_memory, "classification": _plot_classification,
+            "image_density": _plot_image_density}
 
 
 def plot_experiment(scale: str, experiment: str, out_dir: str | Path,

@@ -10,10 +10,13 @@ from odeflows.config import (
     RunSpec,
     config_hash,
     dataset_config,
+    launcher,
     load_experiment,
     resolve_run,
     run_matrix,
+    run_resources,
 )
+from odeflows.config import IMAGE_EXPERIMENTS
 
 try:
     RUNS = run_matrix(config)
@@ -54,8 +57,11 @@ def data_config_hash(w):
 
 
 def scale_resources(w, key, default):
-    scale_cfg = load_experiment(w.experiment, CONFIG_DIR)["scales"][w.scale]
-    return scale_cfg.get("resources", {}).get(key, default)
+    return run_resources(w.scale, w.experiment, w.dataset, CONFIG_DIR).get(key, default)
+
+
+def train_launcher(w):
+    return launcher(run_resources(w.scale, w.experiment, w.dataset, CONFIG_DIR))
 
 
 def runs_of(experiment, scale=SCALE):
@@ -68,6 +74,8 @@ def final_outputs():
         out.append(f"results/{SCALE}/tables/{exp}.csv")
         out.append(f"results/{SCALE}/figures/{exp}")
     out.append(f"results/{SCALE}/claims.md")
+    if any(e in IMAGE_EXPERIMENTS for e in EXPERIMENTS):
+        out.append(f"results/{SCALE}/tables/parameters.md")
     return out
 
 

@@ -58,3 +58,20 @@ rule claims:
     shell:
         "odeflows claims --scale {wildcards.scale} --tables-dir results/{wildcards.scale}/tables "
         "--out {output.claims} --metrics {output.metrics} > {log} 2>&1"
+
+
+rule parameters:
+    """Parameter counts of the paper configurations beside the papers' printed counts."""
+    input:
+        [f"{CONFIG_DIR}/experiments/{exp}.yaml" for exp in EXPERIMENTS],
+    output:
+        csv=report("results/{scale}/tables/parameters.csv", caption="../report/parameters.rst",
+                   category="Tables", labels={"experiment": "parameter counts", "format": "csv"}),
+        md="results/{scale}/tables/parameters.md",
+    log:
+        "logs/{scale}/parameters.log",
+    conda:
+        "../../envs/odeflows.yaml"
+    shell:
+        "odeflows parameters --out-dir results/{wildcards.scale}/tables "
+        "--config-dir {CONFIG_DIR} > {log} 2>&1"

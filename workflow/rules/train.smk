@@ -9,6 +9,7 @@ rule train:
     params:
         cfg_hash=run_config_hash,
         run_dir=RUN_DIR,
+        launch=train_launcher,
     log:
         "logs/{scale}/train/{experiment}/{dataset}/{model}/seed{seed}.log",
     benchmark:
@@ -21,7 +22,7 @@ rule train:
     conda:
         "../../envs/odeflows.yaml"
     shell:
-        "odeflows train --scale {wildcards.scale} --experiment {wildcards.experiment} "
+        "{params.launch}odeflows train --scale {wildcards.scale} --experiment {wildcards.experiment} "
         "--dataset {wildcards.dataset} --model {wildcards.model} --seed {wildcards.seed} "
         "--config-dir {CONFIG_DIR} --data {input.data} --out {params.run_dir} > {log} 2>&1"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
@@ -15,11 +16,18 @@ CLASSIFIERS = ("resnet", "node", "anode")
 FLOWS = ("ffjord", "rnode", "affjord", "affjord_rnode")
 
 
-def build_model(cfg: dict[str, Any], dim: int, out_dim: int = 1) -> nn.Module:
-    """Instantiate ``cfg['model']`` with the hyper-parameters in ``cfg['model_cfg']``."""
+def build_model(cfg: dict[str, Any], shape: int | Sequence[int], out_dim: int = 1) -> nn.Module:
+    """Instantiate ``cfg['model']`` with the hyper-parameters in ``cfg['model_cfg']`` for inputs of
+    ``shape`` (an int or ``(D,)`` for vectors, ``(C, H, W)`` for images)."""
     name, m = cfg["model"], cfg["model_cfg"]
     solver = Solver.from_config(cfg["solver"])
     eval_solver = Solver.from_config(cfg.get("eval_solver") or cfg["solver"])
+    shape = (shape,) if isinstance(shape, int) else tuple(int(s) for s in shape)
+    if len(shape) == 3:
+        return _build_image_model(name, m, shape, out_dim, solver, eval_solver)
+    if len(shape) != 1:
+        raise ValueError(f"inputs of shape {shape} are neither vectors nor (C, H, W) images")
+    dim = shape[0]
     if name == "resnet":
         return ResNetMLP(dim, out_dim, hidden=m.get("hidden", 32), blocks=m.get("blocks", 5),
                          nonlinearity=m.get("nonlinearity", "relu"),
@@ -57,6 +65,38 @@ def build_model(cfg: dict[str, Any], dim: int, out_dim: int = 1) -> nn.Module:
                              m.get("nonlinearity", "tanh"))
         return ToyCNF(dim, field, **flow_kw)
     raise ValueError(f"unknown model {name!r}; allowed values: {', '.join(CLASSIFIERS + FLOWS)}")
+
+
+def _build_image_model(name: str, m: dict[str, Any], shape: tuple[int, int, int], out_dim: int,
+                       solver: Solver, eval_solver: Solver) -> nn.Module:
+    if name in ("node", "anode"):
+        from odeflows.models.conv_classifiers import ConvODENet
+
+        return ConvODENet(shape, out_dim, solver=solver, eval_solver=eval_solver,
+                          filters=int(m["filters"]),
+                          augment_channels=int(m.get("augment_channels", 0))
+                          if name == "anode" else 0,
+                          time_dependent=m.get("time_dependent", True),
+                          nonlinearity=m.get("nonlinearity", "relu"))
+    if name in FLOWS:
+        from odeflows.models.odenvp import MultiscaleCNF
+
+        regularised = name in ("rnode", "affjord_rnode")
+        reg_default = 0.01 if regularised else 0.0  # RNODE §6: λ_K = λ_J = 0.01
+        return MultiscaleCNF(
+            shape, solver=solver, eval_solver=eval_solver,
+            augmented=name.startswith("affjord"), layer=m.get("layer", "concat"),
+            hidden_dims=tuple(m.get("hidden_dims", (64, 64, 64))),
+            num_blocks=int(m.get("num_blocks", 1)), alpha=float(m.get("alpha", 1e-6)),
+            T=float(m.get("T", 1.0)), nonlinearity=m.get("nonlinearity", "softplus"),
+            divergence=m.get("divergence", "hutchinson"),
+            probe=m.get("probe", "gaussian" if regularised else "rademacher"),
+            kinetic=float(m.get("kinetic", reg_default)),
+            jacobian=float(m.get("jacobian", reg_default)),
+            zero_last=bool(m.get("zero_last", regularised)),
+            aug_hidden=int(m.get("aug_hidden", 20)), hyper_in=int(m.get("hyper_in", 10)))
+    raise ValueError(f"model {name!r} has no image version; image models: node, anode, "
+                     f"{', '.join(FLOWS)}")
 
 
 def num_parameters(model: nn.Module) -> int:

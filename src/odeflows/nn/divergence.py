@@ -39,9 +39,14 @@ def hutchinson(f: torch.Tensor, x: torch.Tensor, probe: torch.Tensor, create_gra
 
 def sample_probe(like: torch.Tensor, kind: str, generator: torch.Generator | None = None
                  ) -> torch.Tensor:
+    """A probe shaped like ``like``. Drawn on the generator's device and moved, so a CPU
+    generator (the run's seeded stream) also serves CUDA models."""
+    gen_device = generator.device if generator is not None else like.device
     if kind == "gaussian":
-        return torch.randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)
-    if kind == "rademacher":
-        bits = torch.randint(0, 2, like.shape, generator=generator, device=like.device)
-        return bits.to(like.dtype) * 2 - 1
-    raise ValueError(f"unknown probe {kind!r}; allowed values: gaussian, rademacher")
+        e = torch.randn(like.shape, generator=generator, dtype=like.dtype, device=gen_device)
+    elif kind == "rademacher":
+        bits = torch.randint(0, 2, like.shape, generator=generator, device=gen_device)
+        e = bits.to(like.dtype) * 2 - 1
+    else:
+        raise ValueError(f"unknown probe {kind!r}; allowed values: gaussian, rademacher")
+    return e.to(like.device)
