@@ -89,3 +89,75 @@ def resolve_cache_clear():
     from odeflows import config
 
     config._load_experiment_cached.cache_clear()
+
+
+IMAGES = ["anode_images", "affjord_images", "rnode_images", "rnode_ablation", "affjord_rnode"]
+
+
+def _paper(exp, ds, model):
+    return resolve_run(RunSpec("paper", exp, ds, model, 0), ROOT / "config")
+
+
+def test_paper_image_settings_follow_the_references():
+    rnode = _paper("rnode_images", "mnist", "rnode")
+    assert rnode["solver"]["method"] == "rk4" and rnode["solver"]["step_size"] == 0.25
+    assert rnode["eval_solver"] == {"method": "dopri5", "rtol": 1e-5, "atol": 1e-5,
+                                    "adjoint": False}
+    m = rnode["model_cfg"]
+    assert (m["kinetic"], m["jacobian"], m["probe"], m["zero_last"], m["num_blocks"]) == (
+        0.01, 0.01, "gaussian", True, 2)
+    assert rnode["train"]["batch_size"] == 200 and rnode["train"]["epochs"] == 100
+    assert rnode["eval"]["dequantization"] == "midpoint"
+    assert _paper("rnode_images", "cifar10", "rnode")["model_cfg"]["alpha"] == 0.05
+    vanilla = _paper("rnode_images", "mnist", "ffjord")
+    assert vanilla["solver"]["method"] == "dopri5" and vanilla["model_cfg"]["kinetic"] == 0.0
+    aff = _paper("affjord_images", "cifar10", "affjord")
+    assert aff["model"] == "affjord" and aff["model_cfg"]["layer"] == "hyper"
+    assert aff["train"]["lr"] == 6e-4 and aff["model_cfg"]["num_blocks"] == 1
+    concat = _paper("affjord_images", "mnist", "affjord_concat")
+    assert concat["model"] == "affjord" and concat["variant"] == "affjord_concat"
+    assert concat["model_cfg"]["layer"] == "concat"
+    node = _paper("anode_images", "cifar10", "node")
+    anode = _paper("anode_images", "cifar10", "anode")
+    assert node["model_cfg"]["filters"] == 125
+    assert (anode["model_cfg"]["filters"], anode["model_cfg"]["augment_channels"]) == (64, 10)
+    assert anode["solver"] == {"method": "dopri5", "rtol": 1e-3, "atol": 1e-3, "adjoint": True,
+                               "max_num_steps": 1000}
+    assert _paper("affjord_rnode", "hash", "affjord_rnode")["task"] == "density"
+    assert _paper("affjord_rnode", "mnist", "affjord_rnode")["task"] == "image_density"
+
+
+def test_paper_image_matrix_and_multi_gpu_launch():
+    from odeflows.config import launcher, run_resources
+
+    specs = run_matrix({"scale": "paper", "experiments": IMAGES,
+                        "config_dir": str(ROOT / "config")})
+    per_cell = {}
+    for s in specs:
+        per_cell[(s.experiment, s.dataset, s.model)] = per_cell.get(
+            (s.experiment, s.dataset, s.model), 0) + 1
+    assert per_cell[("anode_images", "svhn", "anode")] == 5
+    assert per_cell[("affjord_images", "celeba64", "affjord")] == 5
+    assert per_cell[("rnode_images", "imagenet64", "rnode")] == 1
+    res = run_resources("paper", "rnode_images", "imagenet64", ROOT / "config")
+    assert res["gpu"] == 4 and launcher(res).startswith("torchrun --standalone "
+                                                        "--nproc_per_node=4 --no-python")
+    assert launcher(run_resources("paper", "rnode_images", "mnist", ROOT / "config")) == ""
+    imnet = _paper("rnode_images", "imagenet64", "rnode")
+    assert imnet["train"]["batch_size"] == 50 and imnet["train"]["epochs"] == 4
+    assert _paper("rnode_images", "celebahq256", "rnode")["data"]["bits"] == 5
+
+
+def test_default_scale_uses_only_offline_image_data():
+    specs = run_matrix({"scale": "laptop", "experiments": IMAGES,
+                        "config_dir": str(ROOT / "config")})
+    assert {s.dataset for s in specs} <= {"digits8x8", "mnist5k", "hash"}
+
+
+def test_unknown_model_variant_is_named(tmp_path):
+    cfg_dir = _copy_config(tmp_path)
+    _edit(cfg_dir / "experiments" / "affjord_images.yaml",
+          lambda d: d["models"].append("affjord_hyperr"))
+    with pytest.raises(ConfigError, match="affjord_hyperr.*variants"):
+        run_matrix({"scale": "smoke", "experiments": ["affjord_images"],
+                    "config_dir": str(cfg_dir)})

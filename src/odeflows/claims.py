@@ -194,11 +194,12 @@ def claim_10(tables: dict[str, pd.DataFrame]) -> tuple[str, list[str]]:
 PAPER_EPOCHS = {"anode_images": 20, "affjord_images": 500, "rnode_images": 100,
                 "rnode_ablation": 100}
 # offline subsets stand in for the papers' datasets at small scales; say so in the evidence
-SUBSET_OF = {"mnist5k": "MNIST", "digits8x8": "MNIST-like 8x8 digits"}
+SUBSET_OF = {"mnist5k": "a 5,000-digit MNIST subset standing in for MNIST",
+             "digits8x8": "scikit-learn's 8x8 digits standing in for MNIST"}
 
 
 def _dataset_label(ds: str) -> str:
-    return f"{ds} (offline subset standing in for {SUBSET_OF[ds]})" if ds in SUBSET_OF else ds
+    return f"{ds} ({SUBSET_OF[ds]})" if ds in SUBSET_OF else ds
 
 
 def _epochs_run(ok: pd.DataFrame) -> int | None:
@@ -370,6 +371,29 @@ CHECKS: dict[int, Check] = {1: claim_1, 2: claim_2, 3: claim_3, 4: claim_4, 5: c
                             6: claim_6, 7: claim_7, 8: claim_8, 9: claim_9, 10: claim_10}
 
 
+def affjord_rnode_findings(tables: dict[str, pd.DataFrame]) -> list[str]:
+    """The new question (AFFJORD §5's future work): does RNODE's regularisation keep AFFJORD's
+    gain at RNODE's cost? Reported, not judged: no paper makes a claim about it."""
+    runs = tables.get("affjord_rnode")
+    if runs is None:
+        return ["affjord_rnode was not run at this scale"]
+    ok = _ok(runs)
+    lines = []
+    for ds, grp in ok.groupby("dataset"):
+        unit = "bits/dim" if "test_bpd" in grp and grp["test_bpd"].notna().any() else "nats"
+        col = "test_bpd" if unit == "bits/dim" else "test_loss"
+        parts = []
+        for model in ("ffjord", "rnode", "affjord", "affjord_rnode"):
+            m = grp[grp["model"] == model]
+            if m.empty:
+                continue
+            nfe = m["nfe_train_mean"].mean() if "nfe_train_mean" in m else float("nan")
+            parts.append(f"{model} {m[col].mean():.4f} {unit}, {m['train_wall_seconds'].mean():.0f}"
+                         f" s, {nfe:.0f} NFE/iter (n={len(m)})")
+        lines.append(f"{_dataset_label(ds)}: test " + "; ".join(parts))
+    return lines or ["no completed runs"]
+
+
 def load_tables(tables_dir: str | Path) -> dict[str, pd.DataFrame]:
     out = {}
     for f in Path(tables_dir).glob("*_runs.csv"):
@@ -399,6 +423,11 @@ def write_claims(scale: str, tables_dir: str | Path, out: str | Path) -> dict[in
     for n, r in result.items():
         lines += ["", f"## Claim {n}: {r['verdict']}", "", r["claim"], ""]
         lines += [f"- {e}" for e in r["evidence"]]
+    lines += ["", "## Beyond the papers: AFFJORD + RNODE (`affjord_rnode`)", "",
+              "AFFJORD §5 names regularised AFFJORD as future work; no paper number exists, so "
+              "this is a finding, not a verdict (mean over completed seeds; time = sum of step "
+              "times):", ""]
+    lines += [f"- {e}" for e in affjord_rnode_findings(load_tables(tables_dir))]
     out.write_text("\n".join(lines) + "\n")
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     return result
