@@ -23,7 +23,8 @@ pytestmark = pytest.mark.slow
 
 SLURM_SH = ROOT / "tests" / "cluster" / "slurm.sh"
 # The whole smoke scale: about 70 SLURM jobs, 4-7 minutes on 2 cores.
-EXPERIMENTS = ("anode_toy", "affjord_toy", "node_adjoint")
+# the toy experiments and one image experiment: every kind of job, without the whole smoke scale
+EXPERIMENTS = ("anode_toy", "affjord_toy", "node_adjoint", "anode_images")
 
 
 def _slurm_missing() -> str | None:
@@ -77,7 +78,7 @@ def test_smoke_workflow_through_slurm(slurm_cluster, tmp_path):
     started = time.monotonic()
     out = subprocess.run(
         [sys.executable, "-m", "snakemake", "--profile", str(profile),
-         "--config", "scale=smoke"],
+         "--config", "scale=smoke", f"experiments=[{','.join(EXPERIMENTS)}]"],
         cwd=wd, env=_job_env(), capture_output=True, text=True, timeout=900,
     )
     elapsed = time.monotonic() - started
@@ -99,7 +100,7 @@ def test_smoke_workflow_through_slurm(slurm_cluster, tmp_path):
     job_ids = re.findall(r"has been submitted with SLURM jobid (\d+)", log)
     finished = re.findall(r"^Finished jobid: \d+ \(Rule: (\w+)\)", log, flags=re.M)
     assert set(finished) == {"prepare_data", "train", "evaluate", "aggregate", "plot", "claims",
-                             "all"}
+                             "parameters", "all"}
     assert len(job_ids) == len(finished) - 1
     # ... SLURM itself reports them completed (squeue keeps finished jobs for MinJobAge = 300 s;
     # the last ones ended moments ago) ...

@@ -141,8 +141,10 @@ def test_paper_scale_dry_run_lists_the_papers_job_matrix(tmp_path):
     out = _snakemake(wd, "-n", "--config", "scale=paper")
     assert out.returncode == 0, out.stderr
     counts = _job_counts(out.stdout)
-    # 20 repeats x 3 models x 3 datasets + 30 x 2 x 11 + 3 seeds x 2 models of node_adjoint
-    assert counts["train"] == 180 + 660 + 6
+    # toy: 20 repeats x 3 models x 3 datasets + 30 x 2 x 11 + 3 seeds x 2 models of node_adjoint;
+    # images: ANODE 5 x 2 models x 4 sets, AFFJORD 5 x 4 x 4, RNODE 1 x 2 x 4, ablation 1 x 4,
+    # affjord_rnode 5 x 4 models x (hash + MNIST)
+    assert counts["train"] == 180 + 660 + 6 + 40 + 80 + 8 + 4 + 40
     assert counts["evaluate"] == counts["train"]
     assert not (wd / "results" / "paper").exists()
 

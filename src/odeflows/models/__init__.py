@@ -94,7 +94,8 @@ def _build_image_model(name: str, m: dict[str, Any], shape: tuple[int, int, int]
             kinetic=float(m.get("kinetic", reg_default)),
             jacobian=float(m.get("jacobian", reg_default)),
             zero_last=bool(m.get("zero_last", regularised)),
-            aug_hidden=int(m.get("aug_hidden", 20)), hyper_in=int(m.get("hyper_in", 10)))
+            aug_hidden=int(m.get("aug_hidden", 20)), hyper_in=int(m.get("hyper_in", 10)),
+            track_regularisers=bool(m.get("track_regularisers", False)))
     raise ValueError(f"model {name!r} has no image version; image models: node, anode, "
                      f"{', '.join(FLOWS)}")
 

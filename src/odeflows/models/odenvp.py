@@ -171,7 +171,10 @@ class BlockDynamics(nn.Module):
         regularise = len(state) > 2 + len(aug)
         outer_grad = torch.is_grad_enabled()
         with torch.enable_grad():
-            if not x.requires_grad:
+            if not (outer_grad and x.requires_grad):
+                # without an outer graph, x may still be a view of a grad-requiring tensor
+                # made under no_grad (odeint_adjoint's forward): its requires_grad is True but
+                # it is no node of f's graph, so take a fresh leaf
                 x = x.detach().requires_grad_(True)
             if self.divergence == "exact":
                 f, div, frob = exact_divergence(self.field, x, t, a, create_graph=outer_grad)
@@ -223,10 +226,8 @@ class CNFBlock(nn.Module):
         dyn.probe = (div_.sample_probe(x, self.probe_kind, generator)
                      if dyn.divergence == "hutchinson" else None)
         state = (x, *(() if a is None else (a,)), delta, *reg)
-        try:
-            final = [s[-1] for s in solve(self.func, state, self.times, solver)]
-        finally:
-            dyn.probe = None
+        # the probe stays set after the solve: the adjoint's backward solve needs the same one
+        final = [s[-1] for s in solve(self.func, state, self.times, solver)]
         x, rest = final[0], final[1:]
         if a is not None:
             a, rest = rest[0], rest[1:]
@@ -269,7 +270,8 @@ class MultiscaleCNF(nn.Module):
     """FFJORD / RNODE (``augmented=False``) or AFFJORD (``augmented=True``) multiscale CNF on
     dequantised images in [0, 1]. ``solver`` is used in train mode, ``eval_solver`` in eval mode;
     the RNODE states are integrated only in train mode (as RNODE). ``n_scales`` overrides the
-    number of scales computed from the image size (tests use it to squeeze tiny images)."""
+    number of scales computed from the image size (tests use it to squeeze tiny images).
+    ``track_regularisers`` integrates RNODE's states even when both weights are zero."""
 
     def __init__(self, shape: tuple[int, int, int], *, solver: Solver, eval_solver: Solver,
                  augmented: bool = False, layer: str = "concat",
@@ -277,7 +279,8 @@ class MultiscaleCNF(nn.Module):
                  alpha: float = 1e-6, T: float = 1.0, nonlinearity: str = "softplus",
                  divergence: str = "hutchinson", probe: str = "rademacher",
                  kinetic: float = 0.0, jacobian: float = 0.0, zero_last: bool = False,
-                 aug_hidden: int = 20, hyper_in: int = 10, n_scales: int | None = None):
+                 aug_hidden: int = 20, hyper_in: int = 10, n_scales: int | None = None,
+                 track_regularisers: bool = False):
         super().__init__()
         if layer not in LAYERS:
             raise ValueError(f"unknown layer {layer!r}; allowed values: {', '.join(LAYERS)}")
@@ -293,7 +296,9 @@ class MultiscaleCNF(nn.Module):
         self.solver, self.eval_solver = solver, eval_solver
         self.augmented, self.layer = augmented, layer
         self.kinetic, self.jacobian, self.T = kinetic, jacobian, T
-        self.regularised = bool(kinetic or jacobian)
+        # track_regularisers: integrate K and J even with zero weights, so an unregularised run
+        # logs the Jacobian norm it reaches (RNODE Fig. 5); they then enter the loss times 0
+        self.regularised = bool(kinetic or jacobian or track_regularisers)
         self.logit = LogitTransform(alpha)
         n = num_scales(h, w) if n_scales is None else n_scales
         if n < 1:
