@@ -51,6 +51,7 @@ def build_model(cfg: dict[str, Any], shape: int | Sequence[int], out_dim: int = 
             divergence=m.get("divergence", "exact"), probe=m.get("probe", "gaussian"),
             analytic_trace=m.get("analytic_trace", True),
             kinetic=m.get("kinetic", reg_default), jacobian=m.get("jacobian", reg_default),
+            fused=m.get("fused", True),
         )
         if augmented:
             aug_dim = m.get("aug_dim", 2)
