@@ -332,7 +332,7 @@ def claim_7(tables: dict[str, pd.DataFrame]) -> tuple[str, list[str]]:
 def claim_8(tables: dict[str, pd.DataFrame]) -> tuple[str, list[str]]:
     """From rnode_ablation: (a) the unregularised fixed-grid run fails (non-finite loss) or ends
     with a larger Jacobian norm than every regularised run; (b) each regulariser alone lowers the
-    last-epoch Jacobian integral below the unregularised run's."""
+    last-epoch Jacobian integral at least 10 % below the unregularised run's."""
     runs = tables.get("rnode_ablation")
     if runs is None:
         return INCONCLUSIVE, ["rnode_ablation was not run at this scale"]
@@ -349,7 +349,10 @@ def claim_8(tables: dict[str, pd.DataFrame]) -> tuple[str, list[str]]:
     regs = [m for m in ("rk4_kinetic", "rk4_jacobian", "rk4_both") if m in jac]
     controls = None
     if "rk4_none" in jac and regs:
-        controls = all(jac[m] < jac["rk4_none"] for m in regs)
+        # "controls" needs a clear effect, not noise: at least 10 % below the unregularised run
+        controls = all(jac[m] < 0.9 * jac["rk4_none"] for m in regs)
+        ev.append("Jacobian integral relative to rk4_none: " + ", ".join(
+            f"{m} {jac[m] / jac['rk4_none'] - 1:+.1%}" for m in regs))
     elif none_failed and regs:
         controls = True  # the unregularised run blew up; every regularised run stayed finite
     unstable = none_failed or (controls is True and "rk4_none" in jac)
