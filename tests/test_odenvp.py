@@ -10,18 +10,16 @@ checked against AFFJORD Table 2, RNODE Table 2 and the analytic counts of the no
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import pytest
 import torch
 
 from odeflows.models.odenvp import (
-    DATASET_SHAPES,
-    PAPER_PARAMETER_COUNTS,
     LogitTransform,
     MultiscaleCNF,
     cnf_channels,
     num_scales,
-    parameter_rows,
     reference_parameter_count,
     squeeze,
     standard_normal_logprob,
@@ -30,6 +28,76 @@ from odeflows.models.odenvp import (
 from odeflows.nn.conv_layers import HyperConv2d
 from odeflows.nn.divergence import sample_probe
 from odeflows.ode import Solver, count_nfe, reset_nfe
+
+# Paper counts with where they come from and why ours differ (test data; the product's own
+# table, odeflows.parameters, reads the paper numbers from reference/paper_numbers.yaml).
+DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
+    "mnist": (1, 28, 28), "cifar10": (3, 32, 32),
+    "celeba": (3, 32, 32),  # AFFJORD Table 2 gives CelebA CIFAR10's counts: 4 scales, 32×32
+    "imagenet64": (3, 64, 64), "celebahq256": (3, 256, 256),
+}
+
+
+@dataclass(frozen=True)
+class PaperCount:
+    count: int
+    source: str
+    note: str
+    significant_figures: int | None = None  # set when the paper prints a rounded count
+
+
+_AFF_T2 = "AFFJORD paper App. 0.I, Table 2"
+_RN_T2 = "RNODE paper App. B, Table 2 (printed to 3 significant figures)"
+_NOTES = "reference-implementations.md §7 (analytic from the code; no paper prints it)"
+_T_NOTE = ("includes one end-time scalar T per CNF that FFJORD's code registers but never "
+           "trains; ours keeps T fixed, so ours = paper − #CNFs")
+_AFF_CONCAT = ("the released code's concat ODEnet: Conv(2c→64)·Conv(64→64)·Conv(64→64)·"
+               "Conv(64→2c) on [a; x] with no t channel, plus g (2×Linear(20,20)), an unused "
+               "1×1 conv and T per CNF; ours = paper − T − unused 1×1 conv − the c discarded "
+               "output channels of the last conv")
+_AFF_HYPER = ("the released code's hyper ODEnet: every conv of the 2c-channel ODEnet generated "
+              "by Linear(10 → params); includes unused mixers (2×Linear(10,10) per conv), an "
+              "unused 1×1 conv, T, and the discarded half of the last conv's outputs")
+_RN_NOTE = ("FFJORD 2-block multiscale without T (train_T False registers it as a buffer); "
+            "ours equal the code's exact count")
+_FF_HYPER = "FFJORD's t-hypernet convs (Linear(1 → params)), no t channel; " + _T_NOTE
+
+# (model, layer, dataset, num_blocks) → paper count
+PAPER_PARAMETER_COUNTS: dict[tuple[str, str, str, int], PaperCount] = {
+    **{("ffjord", "concat", ds, 1): PaperCount(n, _AFF_T2, _T_NOTE)
+       for ds, n in (("mnist", 400_323), ("cifar10", 679_441), ("celeba", 679_441))},
+    **{("affjord", "concat", ds, 1): PaperCount(n, _AFF_T2, _AFF_CONCAT)
+       for ds, n in (("mnist", 417_629), ("cifar10", 820_815), ("celeba", 820_815))},
+    **{("ffjord", "hyper", ds, 1): PaperCount(n, _AFF_T2, _FF_HYPER)
+       for ds, n in (("mnist", 783_019), ("cifar10", 1_332_361), ("celeba", 1_332_361))},
+    **{("affjord", "hyper", ds, 1): PaperCount(n, _AFF_T2, _AFF_HYPER)
+       for ds, n in (("mnist", 4_556_169), ("cifar10", 8_976_115), ("celeba", 8_976_115))},
+    ("ffjord", "concat", "mnist", 2): PaperCount(800_646, _NOTES, "FFJORD README setting; "
+                                                 + _T_NOTE),
+    ("ffjord", "concat", "cifar10", 2): PaperCount(1_358_882, _NOTES, "FFJORD README setting; "
+                                                   + _T_NOTE),
+    **{("rnode", "concat", ds, 2): PaperCount(n, _RN_T2, note, 3) for ds, n, note in (
+        ("mnist", 800_000, _RN_NOTE + "; the exact 800,636 rounds to 8.01e5, the paper prints "
+         "8.00e5 (one unit in the last printed digit; the other three rows round correctly)"),
+        ("cifar10", 1_360_000, _RN_NOTE), ("imagenet64", 2_000_000, _RN_NOTE),
+        ("celebahq256", 4_610_000, _RN_NOTE))},
+}
+
+
+def parameter_rows() -> list[dict[str, object]]:
+    """One row per PAPER_PARAMETER_COUNTS entry: ours (analytic, equal to the built model —
+    tested), the reference code's exact count, the paper's, and what the difference is."""
+    rows = []
+    for (model, layer, dataset, blocks), paper in PAPER_PARAMETER_COUNTS.items():
+        ref = reference_parameter_count(DATASET_SHAPES[dataset], model=model, layer=layer,
+                                        num_blocks=blocks)
+        rows.append({"model": model, "layer": layer, "dataset": dataset, "num_blocks": blocks,
+                     "ours": ref.ours, "reference_code": ref.total, "paper": paper.count,
+                     "paper_significant_figures": paper.significant_figures,
+                     "difference": dict(ref.extras), "source": paper.source,
+                     "note": paper.note})
+    return rows
+
 
 TINY = (2, 4, 4)  # two scales: (2,4,4) → squeeze (8,2,2) → factor → (4,2,2); D = 32
 VARIANTS = [(False, "concat"), (False, "hyper"), (True, "concat"), (True, "hyper")]
