@@ -65,6 +65,18 @@ class CountedField(nn.Module):
         return self.func(t, state)
 
 
+class Autonomous(nn.Module):
+    """``g(a)`` as a right-hand side ``f(t, a)``: AFFJORD's augmented field, integrated on its own
+    to get the augmented state at the base time for sampling."""
+
+    def __init__(self, g: nn.Module):
+        super().__init__()
+        self.g = g
+
+    def forward(self, t: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return self.g(a)
+
+
 def solve(
     func: CountedField,
     y0: torch.Tensor | Sequence[torch.Tensor],

@@ -21,7 +21,7 @@ from torch import nn
 
 from odeflows.nn import divergence as div_
 from odeflows.nn import fused as fused_
-from odeflows.ode import CountedField, Solver, solve
+from odeflows.ode import Autonomous, CountedField, Solver, solve
 
 
 class CNFDynamics(nn.Module):
@@ -197,7 +197,7 @@ class ToyCNF(nn.Module):
         """a(t_base): the augmented state reached from the learnt a(t_data); shared by every
         sample, so it is all AFFJORD needs to keep for sampling."""
         g = self.dynamics.aug_dynamics
-        sol = solve(CountedField(_Autonomous(g)), self.aug_init, self._times(), self.eval_solver)
+        sol = solve(CountedField(Autonomous(g)), self.aug_init, self._times(), self.eval_solver)
         return sol[-1]
 
     @torch.no_grad()
@@ -219,12 +219,3 @@ class ToyCNF(nn.Module):
         finally:
             dyn.with_logp = True
         return sol[0][-1]
-
-
-class _Autonomous(nn.Module):
-    def __init__(self, g: nn.Module):
-        super().__init__()
-        self.g = g
-
-    def forward(self, t: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        return self.g(a)

@@ -37,7 +37,7 @@ from torch import nn
 
 from odeflows.nn import divergence as div_
 from odeflows.nn.conv_layers import ConvODEnet, conv_param_count
-from odeflows.ode import CountedField, Solver, solve
+from odeflows.ode import Autonomous, CountedField, Solver, solve
 
 LAYERS = ("concat", "hyper")
 DIVERGENCES = ("hutchinson", "exact")
@@ -191,15 +191,6 @@ class BlockDynamics(nn.Module):
         return (f, *aug, -div, 0.5 * f.pow(2).flatten(1).mean(1), frob / d)
 
 
-class _Autonomous(nn.Module):
-    def __init__(self, g: nn.Module):
-        super().__init__()
-        self.g = g
-
-    def forward(self, t: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        return self.g(a)
-
-
 # (x, a or None, Δ, (K, J) or ()) between blocks
 BlockState = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, tuple[torch.Tensor, ...]]
 
@@ -247,7 +238,7 @@ class CNFBlock(nn.Module):
 
     def integrate_augmented(self, a: torch.Tensor, solver: Solver) -> torch.Tensor:
         """a(T) from a(0): g alone (a does not depend on the data)."""
-        g = CountedField(_Autonomous(self.dynamics.aug_field))
+        g = CountedField(Autonomous(self.dynamics.aug_field))
         return solve(g, a, self.times, solver)[-1]
 
 
