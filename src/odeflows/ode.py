@@ -48,8 +48,9 @@ class Solver:
         return opts
 
 
-class CountedField(nn.Module):
-    """Wraps an ODE right-hand side ``f(t, state)`` and counts its evaluations.
+class Counted(nn.Module):
+    """Wraps a network and counts its calls: the cost counter of every model (NFE for ODE
+    right-hand sides, network passes for discrete flows).
 
     The counter is a plain int that callers reset per solve; forward and backward counts are
     read before and after ``loss.backward()`` (the adjoint's backward solve calls the same module).
@@ -59,6 +60,14 @@ class CountedField(nn.Module):
         super().__init__()
         self.func = func
         self.nfe = 0
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        self.nfe += 1
+        return self.func(*args, **kwargs)
+
+
+class CountedField(Counted):
+    """An ODE right-hand side ``f(t, state)`` whose evaluations are counted (NFE)."""
 
     def forward(self, t: torch.Tensor, state: Any) -> Any:
         self.nfe += 1
@@ -103,10 +112,11 @@ def solve(
 
 
 def count_nfe(module: nn.Module) -> int:
-    return sum(m.nfe for m in module.modules() if isinstance(m, CountedField))
+    """Calls of every counted network inside ``module`` since the last :func:`reset_nfe`."""
+    return sum(m.nfe for m in module.modules() if isinstance(m, Counted))
 
 
 def reset_nfe(module: nn.Module) -> None:
     for m in module.modules():
-        if isinstance(m, CountedField):
+        if isinstance(m, Counted):
             m.nfe = 0
