@@ -11,20 +11,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 BASE_FLOW = {
     "experiment": "affjord_toy", "dataset": "hash", "model": "ffjord", "seed": 0,
-    "scale": "smoke", "task": "density",
+    "scale": "smoke",
     "model_cfg": {"width": 16, "hyper_hidden": 8, "t_data": 1.0, "t_base": 0.0,
-                  "base_std": 1.0, "divergence": "exact", "analytic_trace": True,
-                  "field": "hyper_t", "aug_dim": 2, "aug_hidden": 3},
+                  "base_std": 1.0, "divergence": "exact", "analytic_trace": True},
     "solver": {"method": "rk4", "steps": 4, "adjoint": False},
     "train": {"lr": 1e-2, "batch_size": 64, "iterations": 12, "val_every": 4,
               "checkpoint_every": 3, "threads": 1},
     "eval": {"batch_size": 256, "grid_points": 12, "grid_limit": 2.0, "samples": 50,
              "hutchinson_probes": 50},
 }
+# options only one family of flow fields accepts
+FLOW_FIELDS = {"ffjord": {"field": "hyper_t"}, "rnode": {"field": "hyper_t"},
+               "affjord": {"aug_dim": 2, "aug_hidden": 3},
+               "affjord_rnode": {"aug_dim": 2, "aug_hidden": 3}}
 BASE_REG = {
     "experiment": "anode_toy", "dataset": "spheres2d", "model": "node", "seed": 0,
-    "scale": "smoke", "task": "regression",
-    "model_cfg": {"hidden": 16, "nonlinearity": "relu", "augment_dim": 0},
+    "scale": "smoke",
+    "model_cfg": {"hidden": 16, "nonlinearity": "relu"},
     "solver": {"method": "dopri5", "rtol": 1e-3, "atol": 1e-3, "adjoint": False,
                "max_num_steps": 1000},
     "train": {"lr": 1e-3, "batch_size": 32, "epochs": 2, "checkpoint_every": 5, "threads": 1},
@@ -38,21 +41,24 @@ def _seed_and_threads():
     torch.set_num_threads(1)
 
 
-def _config_factory(base: dict, default_model: str):
-    """A resolved run config like ``base`` with ``model`` and shallow-merged section overrides."""
+def _config_factory(base: dict, default_model: str, per_model: dict | None = None):
+    """A run config like ``base`` for ``model``, with shallow-merged section overrides, completed
+    and checked by the same code as the workflow's (:func:`odeflows.config.complete_config`)."""
+    from odeflows.config import complete_config
+
     def make(model: str = default_model, **over):
         cfg = copy.deepcopy(base)
         cfg["model"] = model
+        cfg["model_cfg"] = {**cfg["model_cfg"], **(per_model or {}).get(model, {})}
         for key, value in over.items():
-            cfg[key] = {**cfg[key], **value} if isinstance(value, dict) else value
-        cfg.setdefault("eval_solver", cfg["solver"])
-        return cfg
+            cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
+        return complete_config(cfg, ROOT / "config")
     return make
 
 
 @pytest.fixture
 def flow_cfg():
-    return _config_factory(BASE_FLOW, "ffjord")
+    return _config_factory(BASE_FLOW, "ffjord", FLOW_FIELDS)
 
 
 @pytest.fixture
@@ -65,8 +71,8 @@ def toy_data(tmp_path):
     """Prepared-data files in the real on-disk format, written by the real prepare code."""
     from odeflows.data.prepared import prepare
 
-    def make(name: str, family: str, n: int = 256) -> Path:
-        cfg = {"name": name, "family": family, "seed": 0, "params": {},
+    def make(name: str, n: int = 256) -> Path:
+        cfg = {"name": name, "seed": 0, "params": {},
                "sizes": {"train": n, "val": n // 2, "test": n // 2}}
         out = tmp_path / "data" / f"{name}.npz"
         prepare(cfg, out)

@@ -1,4 +1,5 @@
-"""Configuration: validation errors name the key and the allowed values; the paper matrix."""
+"""Configuration: names from their single sources, strict keys, every problem reported at once
+with the key path, the layer that set it and the closest known key; scales as configuration."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from odeflows.config import ConfigError, RunSpec, config_hash, resolve_run, run_matrix
+from odeflows.config import (
+    ConfigError,
+    RunSpec,
+    complete_config,
+    config_hash,
+    plan,
+    resolve_run,
+    run_matrix,
+)
 
 ALL = ["anode_toy", "affjord_toy", "node_adjoint"]
 
@@ -36,40 +45,187 @@ def test_paper_matrix_has_the_papers_repeat_counts():
     assert len([k for k in count if k[0] == "anode_toy"]) == 3 * 3
 
 
-def test_paper_affjord_settings():
+def test_whole_paper_scale_job_matrix():
+    """The papers' job matrix (the dry run of `snakemake --config scale=paper` schedules one train
+    and one evaluate job per run): toy 20 x 3 models x 3 sets + 30 x 2 x 11 + 3 x 2 node_adjoint;
+    images ANODE 5 x 2 x 4, AFFJORD 5 x 4 x 4, RNODE 1 x 2 x 4, ablation 1 x 4, affjord_rnode
+    5 x 4 x (hash + MNIST)."""
+    specs = run_matrix({"scale": "paper", "config_dir": str(ROOT / "config")})
+    by_exp = {}
+    for s in specs:
+        by_exp[s.experiment] = by_exp.get(s.experiment, 0) + 1
+    assert by_exp == {"anode_toy": 180, "affjord_toy": 660, "node_adjoint": 6,
+                      "anode_images": 40, "affjord_images": 80, "rnode_images": 8,
+                      "rnode_ablation": 4, "affjord_rnode": 40} | {
+        k: v for k, v in by_exp.items() if k not in (
+            "anode_toy", "affjord_toy", "node_adjoint", "anode_images", "affjord_images",
+            "rnode_images", "rnode_ablation", "affjord_rnode")}
+
+
+def test_resolved_config_is_complete_and_explicit():
     cfg = resolve_run(RunSpec("paper", "affjord_toy", "hash", "affjord", 0), ROOT / "config")
-    assert cfg["solver"] == {"method": "rk4", "steps": 40, "adjoint": False}
+    assert cfg["solver"]["method"] == "rk4" and cfg["solver"]["steps"] == 40
+    assert cfg["solver"]["adjoint"] is False
     assert cfg["train"]["batch_size"] == 512 and cfg["train"]["lr"] == 1e-3
     assert cfg["model_cfg"]["divergence"] == "exact"
+    # every option the model entry declares is written out, defaults included
+    assert cfg["model_cfg"]["fused"] is True and cfg["model_cfg"]["aug_dim"] == 2
+    assert cfg["task"] == "density" and cfg["data"] == {"generator": "hash", "kind": "vectors"}
+    # RNODE's settings come from its entry's declared defaults, not from name checks
+    rnode = resolve_run(RunSpec("paper", "affjord_rnode", "hash", "rnode", 0), ROOT / "config")
+    assert (rnode["model_cfg"]["kinetic"], rnode["model_cfg"]["jacobian"]) == (0.01, 0.01)
 
 
-@pytest.mark.parametrize("mutate,key,allowed", [
-    (lambda d: d["models"].append("nodee"), "models", "anode"),
-    (lambda d: d["defaults"]["solver"].update(method="rk5"), "solver.method", "dopri5"),
-    (lambda d: d["scales"]["smoke"].update(seeds=-1), "scales.smoke.seeds", None),
-    (lambda d: d["datasets"].append("mnist9"), "datasets", "spheres2d"),
-    (lambda d: d["defaults"]["train"].update(batch_size=0), "train.batch_size", None),
-])
-def test_bad_experiment_values_are_named(tmp_path, mutate, key, allowed):
+def _anode(d):
+    return d
+
+
+# (file under config/, mutation, fragments the message must contain)
+MALFORMED = [
+    ("experiments/anode_toy.yaml", lambda d: d["models"].append("nodee"),
+     ["models", "'nodee'", "did you mean 'node'"]),
+    ("experiments/anode_toy.yaml", lambda d: d["defaults"]["solver"].update(method="rk5"),
+     ["solver.method", "'rk5'", "dopri5"]),
+    ("experiments/anode_toy.yaml", lambda d: d["scales"]["smoke"].update(seeds=-1),
+     ["scales.smoke.seeds", "-1"]),
+    ("experiments/anode_toy.yaml", lambda d: d["datasets"].append("mnist9"),
+     ["datasets", "'mnist9'", "did you mean 'mnist'"]),
+    ("experiments/anode_toy.yaml", lambda d: d["defaults"]["train"].update(batch_size=0),
+     ["train.batch_size", "(set in defaults)"]),
+    ("experiments/anode_toy.yaml", lambda d: d["defaults"]["model_cfg"].update(hiden=64),
+     ["model_cfg.hiden", "unknown key", "did you mean 'hidden'", "(set in defaults)"]),
+    ("experiments/anode_toy.yaml", lambda d: d["defaults"]["train"].update(epoch=5),
+     ["train.epoch", "did you mean 'epochs'"]),
+    ("experiments/anode_toy.yaml", lambda d: d["defaults"]["solver"].update(stepz=3),
+     ["solver.stepz", "did you mean 'steps'"]),
+    ("experiments/anode_toy.yaml", lambda d: d.update(defualts=d.pop("defaults")),
+     ["defualts", "unknown key", "did you mean 'defaults'"]),
+    ("experiments/anode_toy.yaml", lambda d: d["scales"].update(smok=d["scales"].pop("smoke")),
+     ["scales.smok", "did you mean 'smoke'", "no settings for scale 'smoke'"]),
+    ("experiments/anode_toy.yaml", lambda d: d["defaults"]["train"].update(lr="fast"),
+     ["train.lr", "'fast'"]),
+    ("experiments/anode_toy.yaml", lambda d: d["defaults"]["model_cfg"].update(hidden=-3),
+     ["model_cfg.hidden", "-3"]),
+    ("experiments/anode_toy.yaml",
+     lambda d: d["defaults"]["model_cfg"].update(nonlinearity="sigmoid"),
+     ["model_cfg.nonlinearity", "'sigmoid'", "relu"]),
+    ("experiments/anode_toy.yaml", lambda d: d["defaults"]["eval"].update(grid_point=3),
+     ["eval.grid_point", "unknown key", "task 'regression'"]),
+    ("experiments/anode_toy.yaml",
+     lambda d: d["scales"]["smoke"]["overrides"]["train"].update(epochs=0),
+     ["train.epochs", "overrides)", "minimum of 1"]),
+    ("experiments/anode_toy.yaml",
+     lambda d: d["model_settings"].update(nod={"model_cfg": {"hidden": 8}}),
+     ["model_settings.nod", "did you mean 'node'"]),
+    ("experiments/anode_toy.yaml",
+     lambda d: d["dataset_settings"].update(g1dd={"model_cfg": {"hidden": 8}}),
+     ["dataset_settings.g1dd", "did you mean 'g1d'"]),
+    ("experiments/anode_toy.yaml",
+     lambda d: d["scales"]["smoke"].update(datasets=["g1d", "spheres3d"]),
+     ["scales.smoke.datasets", "'spheres3d'", "did you mean 'spheres2d'"]),
+    ("experiments/anode_toy.yaml",
+     lambda d: d["scales"]["smoke"].update(models=["node", "anodee"]),
+     ["scales.smoke.models", "'anodee'", "did you mean 'anode'"]),
+    ("experiments/anode_toy.yaml",
+     lambda d: d["scales"]["paper"]["resources"].update(gpus=2),
+     ["scales.paper.resources.gpus", "did you mean 'gpu'"]),
+    ("experiments/anode_toy.yaml", lambda d: d["defaults"]["solver"].update(rtol=-1e-3),
+     ["solver.rtol", "-0.001"]),
+    ("experiments/anode_toy.yaml", lambda d: d.update(task="regresion"),
+     ["task", "'regresion'", "did you mean 'regression'"]),
+    ("experiments/anode_toy.yaml", lambda d: d.update(variants={"big_node": "nodes"}),
+     ["variants.big_node", "'nodes'", "did you mean 'node'"]),
+    ("experiments/anode_toy.yaml", lambda d: d.update(id="anode_toys"),
+     ["id", "'anode_toys'", "file name"]),
+    ("experiments/anode_toy.yaml",
+     lambda d: d["scales"]["smoke"]["overrides"]["train"].update(epochs=None),
+     ["train: give epochs or iterations"]),
+    ("experiments/anode_toy.yaml",
+     lambda d: d["defaults"]["model_cfg"].update(field="hyper_t"),
+     ["model_cfg.field", "unknown key", "model 'node'"]),
+    ("experiments/anode_toy.yaml", lambda d: d["defaults"].update(trian={"lr": 1}),
+     ["defaults.trian", "did you mean 'train'"]),
+    ("experiments/anode_images.yaml", lambda d: d["models"].append("resnet"),
+     ["resnet", "has no images version"]),
+    ("datasets.yaml", lambda d: d["g1d"].update(params={"noise_scal": 0.1}),
+     ["g1d.params.noise_scal", "did you mean 'noise_scale'"]),
+    ("datasets.yaml", lambda d: d["g1d"]["sizes"]["smoke"].update(train=-5),
+     ["g1d", "train", "-5"]),
+    ("datasets.yaml", lambda d: d["g1d"].update(generator="g2d"),
+     ["g1d.generator", "'g2d'", "did you mean 'g1d'"]),
+    ("datasets.yaml", lambda d: d["g1d"]["sizes"].pop("smoke"),
+     ["g1d.sizes has no 'smoke'"]),
+    ("datasets.yaml", lambda d: d["g1d"].update(bits=5),
+     ["g1d.bits", "only image datasets"]),
+    ("scales.yaml", lambda d: d["smoke"].update(extends="laptopp"),
+     ["smoke.extends", "'laptopp'", "did you mean 'laptop'"]),
+    ("scales.yaml", lambda d: d["smoke"].update(descripton="x"),
+     ["smoke.descripton", "did you mean 'description'"]),
+]
+
+
+@pytest.mark.parametrize("where,mutate,fragments", MALFORMED,
+                         ids=[f"{i}-{m[0].split('/')[-1]}" for i, m in enumerate(MALFORMED)])
+def test_malformed_configuration_names_the_key(tmp_path, where, mutate, fragments):
     cdir = _copy_config(tmp_path)
-    _edit(cdir / "experiments" / "anode_toy.yaml", mutate)
+    _edit(cdir / where, mutate)
+    exp = "anode_images" if "anode_images" in where else "anode_toy"
     with pytest.raises(ConfigError) as err:
-        for s in run_matrix({"scale": "smoke", "experiments": ["anode_toy"],
-                             "config_dir": str(cdir)}):
-            resolve_run(s, cdir)
+        plan({"scale": "smoke", "experiments": [exp], "config_dir": str(cdir)})
     msg = str(err.value)
-    assert key.split(".")[-1] in msg
-    if allowed:
-        assert allowed in msg
+    for fragment in fragments:
+        assert fragment in msg, msg
 
 
-def test_unknown_scale_and_experiment():
+def test_every_problem_is_reported_at_once(tmp_path):
+    cdir = _copy_config(tmp_path)
+
+    def several(d):
+        d["defaults"]["model_cfg"]["hiden"] = 64
+        d["defaults"]["train"]["epoch"] = 5
+        d["models"].append("nodee")
+    _edit(cdir / "experiments" / "anode_toy.yaml", several)
+    _edit(cdir / "experiments" / "affjord_toy.yaml",
+          lambda d: d["defaults"]["solver"].update(stepz=3))
+    with pytest.raises(ConfigError) as err:
+        plan({"scale": "smoke", "experiments": ["anode_toy", "affjord_toy"],
+              "config_dir": str(cdir)})
+    msg = str(err.value)
+    for fragment in ("model_cfg.hiden", "train.epoch", "'nodee'", "solver.stepz"):
+        assert fragment in msg
+    assert "problems" in msg.splitlines()[0]
+    # one line per problem and model, not one per run and seed
+    assert msg.count("model_cfg.hiden") <= 3
+
+
+def test_unknown_scale_experiment_and_workflow_key():
     with pytest.raises(ConfigError, match="smoke, laptop, paper"):
-        run_matrix({"scale": "huge", "experiments": ["anode_toy"],
-                    "config_dir": str(ROOT / "config")})
-    with pytest.raises(ConfigError, match="affjord_toy"):
+        run_matrix({"scale": "huge", "config_dir": str(ROOT / "config")})
+    with pytest.raises(ConfigError, match="did you mean 'anode_toy'"):
         run_matrix({"scale": "smoke", "experiments": ["anode_tyo"],
                     "config_dir": str(ROOT / "config")})
+    with pytest.raises(ConfigError, match="scael.*did you mean 'scale'"):
+        run_matrix({"scale": "smoke", "scael": "paper", "config_dir": str(ROOT / "config")})
+    with pytest.raises(ConfigError, match="'no_such_module'.*cannot be imported"):
+        run_matrix({"scale": "smoke", "modules": ["no_such_module"],
+                    "config_dir": str(ROOT / "config")})
+
+
+def test_a_new_scale_is_configuration_only(tmp_path):
+    cdir = _copy_config(tmp_path)
+    _edit(cdir / "scales.yaml", lambda d: d.update(
+        workstation={"description": "between", "extends": "laptop"}))
+    _edit(cdir / "experiments" / "anode_toy.yaml", lambda d: d["scales"].update(
+        workstation={"extends": "laptop", "seeds": 7}))
+    p = plan({"scale": "workstation", "experiments": ["anode_toy", "affjord_toy"],
+              "config_dir": str(cdir)})
+    seeds = {(s.experiment, s.dataset, s.model): s.seed for s in p.runs}
+    assert max(v for k, v in seeds.items() if k[0] == "anode_toy") == 6
+    laptop = plan({"scale": "laptop", "experiments": ["affjord_toy"], "config_dir": str(cdir)})
+    # affjord_toy declares no workstation settings: it runs as at the scale workstation extends
+    assert len(p.runs_of("affjord_toy")) == len(laptop.runs)
+    cfg = p.configs[RunSpec("workstation", "anode_toy", "spheres2d", "node", 6)]
+    assert cfg["scale"] == "workstation" and cfg["train"]["epochs"] == 12  # laptop's override
 
 
 def test_config_hash_changes_only_with_the_run_config(tmp_path):
@@ -79,16 +235,19 @@ def test_config_hash_changes_only_with_the_run_config(tmp_path):
     before = [config_hash(resolve_run(s, cdir)) for s in (spec_a, spec_b)]
     _edit(cdir / "experiments" / "affjord_toy.yaml",
           lambda d: d["scales"]["smoke"]["overrides"]["train"].update(iterations=31))
-    resolve_cache_clear()
     after = [config_hash(resolve_run(s, cdir)) for s in (spec_a, spec_b)]
     assert after[0] != before[0] and after[1] == before[1]
     assert config_hash({"a": 1, "b": 2}) == config_hash({"b": 2, "a": 1})
 
 
-def resolve_cache_clear():
-    from odeflows import config
-
-    config._load_experiment_cached.cache_clear()
+def test_complete_config_checks_a_hand_written_run():
+    cfg = complete_config({"experiment": "x", "dataset": "hash", "model": "ffjord", "seed": 0,
+                           "scale": "smoke", "solver": {"method": "rk4", "steps": 2},
+                           "train": {"lr": 1e-3, "batch_size": 8, "iterations": 2}},
+                          ROOT / "config")
+    assert cfg["task"] == "density" and cfg["eval"]["batch_size"] == 1000
+    with pytest.raises(ConfigError, match="model_cfg.widht.*did you mean 'width'"):
+        complete_config({**cfg, "model_cfg": {"widht": 3}}, ROOT / "config")
 
 
 IMAGES = ["anode_images", "affjord_images", "rnode_images", "rnode_ablation", "affjord_rnode"]
@@ -101,8 +260,8 @@ def _paper(exp, ds, model):
 def test_paper_image_settings_follow_the_references():
     rnode = _paper("rnode_images", "mnist", "rnode")
     assert rnode["solver"]["method"] == "rk4" and rnode["solver"]["step_size"] == 0.25
-    assert rnode["eval_solver"] == {"method": "dopri5", "rtol": 1e-5, "atol": 1e-5,
-                                    "adjoint": False}
+    ev = rnode["eval_solver"]
+    assert (ev["method"], ev["rtol"], ev["atol"], ev["adjoint"]) == ("dopri5", 1e-5, 1e-5, False)
     m = rnode["model_cfg"]
     assert (m["kinetic"], m["jacobian"], m["probe"], m["zero_last"], m["num_blocks"]) == (
         0.01, 0.01, "gaussian", True, 2)
@@ -121,8 +280,9 @@ def test_paper_image_settings_follow_the_references():
     anode = _paper("anode_images", "cifar10", "anode")
     assert node["model_cfg"]["filters"] == 125
     assert (anode["model_cfg"]["filters"], anode["model_cfg"]["augment_channels"]) == (64, 10)
-    assert anode["solver"] == {"method": "dopri5", "rtol": 1e-3, "atol": 1e-3, "adjoint": True,
-                               "max_num_steps": 1000}
+    s = anode["solver"]
+    assert (s["method"], s["rtol"], s["atol"], s["adjoint"], s["max_num_steps"]) == (
+        "dopri5", 1e-3, 1e-3, True, 1000)
     assert _paper("affjord_rnode", "hash", "affjord_rnode")["task"] == "density"
     assert _paper("affjord_rnode", "mnist", "affjord_rnode")["task"] == "image_density"
 
@@ -152,12 +312,3 @@ def test_default_scale_uses_only_offline_image_data():
     specs = run_matrix({"scale": "laptop", "experiments": IMAGES,
                         "config_dir": str(ROOT / "config")})
     assert {s.dataset for s in specs} <= {"digits8x8", "mnist5k", "hash"}
-
-
-def test_unknown_model_variant_is_named(tmp_path):
-    cfg_dir = _copy_config(tmp_path)
-    _edit(cfg_dir / "experiments" / "affjord_images.yaml",
-          lambda d: d["models"].append("affjord_hyperr"))
-    with pytest.raises(ConfigError, match="affjord_hyperr.*variants"):
-        run_matrix({"scale": "smoke", "experiments": ["affjord_images"],
-                    "config_dir": str(cfg_dir)})

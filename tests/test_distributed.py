@@ -8,8 +8,12 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 from test_image_tasks import BASE_CLS, _cfg, _image_npz
+
+# two gloo processes (the slow tier)
+pytestmark = pytest.mark.slow
 
 SCRIPT = """
 import json, sys

@@ -447,11 +447,15 @@ def test_digits8x8_resize() -> None:
 
 
 def _cfg(**over: object) -> dict:
-    cfg = {"name": "mnist5k", "family": "images", "source": "mnist5k", "seed": 0,
-           "sizes": {"train": 4000, "val": 500, "test": 500}, "raw_root": "data/raw",
-           "image_size": None, "download": False}
-    cfg.update(over)
-    return cfg
+    """A prepared-dataset config as ``odeflows.config.dataset_config`` makes it: the loader is
+    the registered generator ``source``; its options are params."""
+    opts = {"name": "mnist5k", "source": "mnist5k", "seed": 0,
+            "sizes": {"train": 4000, "val": 500, "test": 500}, "raw_root": "data/raw",
+            "image_size": None}
+    opts.update(over)
+    return {"name": opts["name"], "generator": opts["source"], "seed": opts["seed"],
+            "sizes": opts["sizes"], "download": False,
+            "params": {"raw_root": opts["raw_root"], "image_size": opts["image_size"]}}
 
 
 def _rows(x: np.ndarray) -> set[bytes]:
@@ -513,10 +517,9 @@ def test_prepare_images_too_large() -> None:
 
 
 def test_prepare_images_options_under_params(celebahq_root: Path, tmp_path: Path) -> None:
-    # options may also come through the generic ``params`` of config/datasets.yaml
-    cfg = {"name": "celebahq_small", "family": "images", "seed": 3,
-           "params": {"source": "celebahq256", "raw_root": str(celebahq_root),
-                      "image_size": 16},
+    # a dataset of another name reads a registered loader, with its options as params
+    cfg = {"name": "celebahq_small", "generator": "celebahq256", "seed": 3,
+           "params": {"raw_root": str(celebahq_root), "image_size": 16},
            "sizes": {"train": 1, "val": 1, "test": None}}
     meta = prepare(cfg, tmp_path / "hq.npz")
     assert meta["shape"] == [3, 16, 16] and meta["bits"] == 5

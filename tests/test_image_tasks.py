@@ -14,7 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from odeflows.tasks import bits_per_dim, dequantize, make_task
+from conftest import ROOT
+from odeflows.config import complete_config
+from odeflows.registry import UnknownName
+from odeflows.tasks import get_task
+from odeflows.tasks.image_density import bits_per_dim, dequantize
 
 
 def test_dequantize_uniform_and_midpoint_stay_in_their_bins():
@@ -63,7 +67,7 @@ def _image_npz(path, shape=(1, 8, 8), n=48, classes=3, seed=0):
 
 BASE_IMG_FLOW = {
     "experiment": "affjord_images", "dataset": "digits8x8", "model": "ffjord", "seed": 0,
-    "scale": "smoke", "task": "image_density", "data": {"source": "digits8x8", "bits": 8},
+    "scale": "smoke",
     "model_cfg": {"hidden_dims": [8, 8], "num_blocks": 1, "alpha": 1e-6, "layer": "concat",
                   "divergence": "hutchinson", "probe": "rademacher"},
     "solver": {"method": "rk4", "steps": 2, "adjoint": False},
@@ -74,7 +78,7 @@ BASE_IMG_FLOW = {
 }
 BASE_CLS = {
     "experiment": "anode_images", "dataset": "digits8x8", "model": "anode", "seed": 0,
-    "scale": "smoke", "task": "classification",
+    "scale": "smoke",
     "model_cfg": {"filters": 4, "augment_channels": 2, "time_dependent": True},
     "solver": {"method": "rk4", "steps": 2, "adjoint": True},
     "train": {"lr": 1e-2, "batch_size": 16, "epochs": 3, "checkpoint_every": 2, "threads": 1,
@@ -89,8 +93,7 @@ def _cfg(base, **over):
     cfg = copy.deepcopy(base)
     for k, v in over.items():
         cfg[k] = {**cfg[k], **v} if isinstance(v, dict) else v
-    cfg.setdefault("eval_solver", cfg["solver"])
-    return cfg
+    return complete_config(cfg, ROOT / "config")
 
 
 def _rows(run_dir):
@@ -101,6 +104,7 @@ def _rows(run_dir):
     return rows
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["ffjord", "rnode", "affjord"])
 def test_image_flow_trains_deterministically_and_evaluates(tmp_path, model):
     from odeflows.evaluate import evaluate
@@ -130,6 +134,7 @@ def test_image_flow_trains_deterministically_and_evaluates(tmp_path, model):
     assert samples["images"].shape == (4, 1, 8, 8) and samples["images"].dtype == np.uint8
 
 
+@pytest.mark.slow
 def test_classifier_learns_and_counts_adjoint_nfe(tmp_path):
     from odeflows.evaluate import evaluate
     from odeflows.train import train
@@ -144,6 +149,7 @@ def test_classifier_learns_and_counts_adjoint_nfe(tmp_path):
     assert ev["test_accuracy"] > 1 / 3 + 0.15  # chance is 1/3 on three brightness classes
 
 
+@pytest.mark.slow
 def test_image_flow_resumes_after_kill_with_identical_numbers(tmp_path):
     data = _image_npz(tmp_path / "img.npz")
     cfg = _cfg(BASE_IMG_FLOW, model="rnode")
@@ -164,6 +170,16 @@ def test_image_flow_resumes_after_kill_with_identical_numbers(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_unknown_task_lists_allowed_values():
-    with pytest.raises(ValueError, match="classification, image_density"):
-        make_task("segmentation")
+def test_unknown_task_lists_the_registered_ones():
+    with pytest.raises(UnknownName, match="classification, density, image_density"):
+        get_task("segmentation")
+
+
+def test_the_task_follows_from_model_and_dataset_facts():
+    flow = _cfg(BASE_IMG_FLOW)
+    assert flow["task"] == "image_density" and flow["data"] == {
+        "generator": "digits8x8", "kind": "images", "bits": 8}
+    assert _cfg(BASE_CLS)["task"] == "classification"
+    assert complete_config({**BASE_CLS, "dataset": "spheres2d", "model": "node",
+                            "model_cfg": {}, "eval": {}}, ROOT / "config")["task"] == \
+        "regression"

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from conftest import ROOT
-from odeflows.config import RunSpec, resolve_run
+from odeflows.config import ConfigError, RunSpec, resolve_run
 from odeflows.models import build_model, num_parameters
 from odeflows.ode import count_nfe, reset_nfe
+from odeflows.registry import UnknownName
 
 
 @pytest.mark.parametrize("experiment,dataset,model,dim,expected", [
@@ -62,8 +63,13 @@ def test_project_readout_makes_g1d_unrepresentable_for_node(reg_cfg):
 
 
 def test_unknown_model_is_rejected(reg_cfg):
-    with pytest.raises(ValueError, match="allowed values"):
-        build_model(reg_cfg("transformer"), 2, 1)
+    with pytest.raises(ConfigError, match="'transformer'"):
+        reg_cfg("transformer")
+    cfg = {**reg_cfg("node"), "model": "transformr"}
+    with pytest.raises(UnknownName, match="unknown model 'transformr'.*known: .*anode"):
+        build_model(cfg, 2, 1)
+    with pytest.raises(UnknownName, match="model 'resnet' has no images version"):
+        build_model({**reg_cfg("resnet"), "model": "resnet"}, (1, 8, 8), 10)
 
 
 @pytest.mark.parametrize("model,augmented", [("rnode", False), ("affjord_rnode", True)])

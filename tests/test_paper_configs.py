@@ -12,33 +12,27 @@ import json
 import numpy as np
 import pytest
 
-from odeflows.config import IMAGE_EXPERIMENTS, load_datasets, resolve_run, run_matrix
-from odeflows.data.images import DATASETS
+from odeflows.config import plan
+from odeflows.data import get_generator
 from odeflows.evaluate import evaluate
 from odeflows.train import train
+
+# every paper configuration trained two steps (the slow tier)
+pytestmark = pytest.mark.slow
 
 QUICK_SOLVER = {"method": "euler", "steps": 1, "step_size": None}
 
 
-def _paper_cells():
-    """One run spec per (experiment, dataset, model) of the paper scale's image runs."""
-    datasets = load_datasets()
-    seen, cells = set(), []
-    for spec in run_matrix({"scale": "paper", "experiments": list(IMAGE_EXPERIMENTS)}):
-        key = (spec.experiment, spec.dataset, spec.model)
-        if key in seen or datasets[spec.dataset].get("family") != "images":
-            continue
-        seen.add(key)
-        cells.append(spec)
-    return cells
-
-
-CELLS = _paper_cells()
+PLAN = plan({"scale": "paper"})
+# one run (seed 0) per (experiment, dataset, model) of the paper scale's image runs
+CELLS = [s for s in PLAN.runs if s.seed == 0 and PLAN.configs[s]["data"]["kind"] == "images"]
+IMAGE_EXPERIMENTS = ("anode_images", "affjord_images", "rnode_images", "rnode_ablation",
+                     "affjord_rnode")
 
 
 def _tiny_prepared(path, source: str, n: int = 2):
     """A prepared file in the real format (uint8 images, int64 labels) of the dataset's shape."""
-    info = DATASETS[source]
+    info = get_generator(source)
     rng = np.random.default_rng(0)
     arrays = {}
     for split in ("train", "val", "test"):
@@ -46,21 +40,21 @@ def _tiny_prepared(path, source: str, n: int = 2):
         arrays[f"y_{split}"] = rng.integers(0, info.classes, n).astype(np.int64)
     np.savez(path, **arrays)
     path.with_suffix(".json").write_text(json.dumps(
-        {"dataset": source, "family": "images", "shape": list(info.shape),
+        {"dataset": source, "data": "images", "shape": list(info.shape),
          "classes": info.classes, "bits": info.bits}))
     return path
 
 
 def test_every_image_experiment_has_paper_runs():
-    assert {c.experiment for c in CELLS} == set(IMAGE_EXPERIMENTS)
+    assert {c.experiment for c in CELLS} >= set(IMAGE_EXPERIMENTS)
     # the papers' datasets, not the offline subsets, at paper scale
     assert not {c.dataset for c in CELLS} & {"mnist5k", "digits8x8"}
 
 
 @pytest.mark.parametrize("spec", CELLS, ids=lambda s: f"{s.experiment}-{s.dataset}-{s.model}")
 def test_paper_config_builds_and_trains_two_steps(tmp_path, spec):
-    cfg = resolve_run(spec)
-    source = cfg["data"]["source"]
+    cfg = PLAN.configs[spec]
+    source = cfg["data"]["generator"]
     cfg["solver"] = {**cfg["solver"], **QUICK_SOLVER}
     cfg["eval_solver"] = {**cfg["eval_solver"], **QUICK_SOLVER}
     cfg["train"] = {**cfg["train"], "iterations": 2, "batch_size": 1, "val_every": 2,

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from odeflows.plots import Experiment, plot_experiment
-from odeflows.plots_images import _montage, dataset_title, image_datasets
+from odeflows.plots_images import _montage
 
 REPO = Path(__file__).resolve().parents[1]
 SCALE = "laptop"
@@ -69,7 +69,7 @@ def _metrics(path: Path, rng: np.random.Generator, *, classifier: bool, tracked:
 
 def _image_flow_runs(experiment: str, rng: np.random.Generator) -> None:
     exp = Experiment(SCALE, experiment, "config")
-    images = image_datasets(exp)
+    images = exp.image_datasets()
     for dataset in images:
         for model in exp.models:
             for seed in range(exp.seeds):
@@ -78,7 +78,7 @@ def _image_flow_runs(experiment: str, rng: np.random.Generator) -> None:
                 _metrics(path, rng, classifier=False, tracked=tracked, adjoint=model == "rnode")
                 samples = 0 if experiment == "rnode_ablation" else 16
                 (path / "config.json").write_text(json.dumps(
-                    {"task": "image_density", "eval": {"samples": samples}}))
+                    {"task": "image_density", "eval": {"samples": samples}}))  # only what's read
                 _eval(path, best_val_loss=1.6, test_bpd=1.7, test_nfe=30.0)
                 if samples:
                     np.savez(path / "samples.npz",
@@ -91,7 +91,7 @@ def _toy_density_runs(experiment: str, rng: np.random.Generator) -> None:
     axis = np.linspace(-1.6, 1.6, 12, dtype=np.float32)
     xx, yy = np.meshgrid(axis, axis, indexing="xy")
     logp = (-(xx**2 + yy**2) - np.log(np.pi)).astype(np.float32)
-    for dataset in set(exp.datasets) - set(image_datasets(exp)):
+    for dataset in set(exp.datasets) - set(exp.image_datasets()):
         for model in exp.models:
             for seed in range(exp.seeds):
                 path = _run_dir(experiment, dataset, model, seed)
@@ -180,9 +180,9 @@ def test_groups_and_dataset_split(workdir: Path) -> None:
     assert exp.group("digits8x8", "affjord_concat").label() == "affjord_concat (1 seed, 1 missing)"
     assert exp.group("digits8x8", "ffjord").first_completed("samples.npz").spec.seed == 1
     exp = Experiment(SCALE, "affjord_rnode", "config")
-    assert exp.datasets == ["hash", "digits8x8"] and image_datasets(exp) == ["digits8x8"]
-    assert "not MNIST" in dataset_title("digits8x8") and "not full MNIST" in dataset_title(
-        "mnist5k")
+    assert exp.datasets == ["hash", "digits8x8"] and exp.image_datasets() == ["digits8x8"]
+    assert "not MNIST" in exp.dataset_title("digits8x8")
+    assert "not full MNIST" in exp.dataset_title("mnist5k")
 
 
 def test_montage_greyscale_and_rgb() -> None:

@@ -21,7 +21,7 @@ def test_meter_counts_saved_tensors_and_their_release():
 def test_adjoint_memory_is_flat_and_direct_memory_grows(reg_cfg, toy_data):
     from odeflows.data.prepared import load
 
-    data = load(toy_data("spheres2d", "anode_toy", n=128))
+    data = load(toy_data("spheres2d", n=128))
     cfg = reg_cfg("node", solver={"method": "rk4", "steps": 2}, train={"batch_size": 64})
     grads = {}
     peaks = {}

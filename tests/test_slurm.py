@@ -22,9 +22,10 @@ from conftest import ROOT
 pytestmark = pytest.mark.slow
 
 SLURM_SH = ROOT / "tests" / "cluster" / "slurm.sh"
-# The whole smoke scale: about 70 SLURM jobs, 4-7 minutes on 2 cores.
-# the toy experiments and one image experiment: every kind of job, without the whole smoke scale
-EXPERIMENTS = ("anode_toy", "affjord_toy", "node_adjoint", "anode_images")
+# every kind of job (prepare, train, evaluate, aggregate, plot, claims, parameters) through the
+# scheduler, on a toy and an image experiment: 16 SLURM jobs, the rest of the smoke scale runs in
+# test_workflow.py
+EXPERIMENTS = ("node_adjoint", "anode_images")
 
 
 def _slurm_missing() -> str | None:

@@ -15,6 +15,9 @@ from odeflows.api import load_run
 from odeflows.evaluate import evaluate
 from odeflows.train import train
 
+# training, resume after kill -9 (the slow tier)
+pytestmark = pytest.mark.slow
+
 
 def _metrics(run_dir):
     with open(run_dir / "metrics.csv") as fh:
@@ -27,10 +30,9 @@ def _metrics(run_dir):
 @pytest.mark.parametrize("kind", ["flow", "regression"])
 def test_same_seed_same_numbers(tmp_path, toy_data, flow_cfg, reg_cfg, kind):
     if kind == "flow":
-        cfg, data = flow_cfg("affjord"), toy_data("hash", "toy2d")
+        cfg, data = flow_cfg("affjord"), toy_data("hash")
     else:
-        cfg, data = reg_cfg("anode", model_cfg={"augment_dim": 2}), toy_data("spheres2d",
-                                                                             "anode_toy")
+        cfg, data = reg_cfg("anode", model_cfg={"augment_dim": 2}), toy_data("spheres2d")
     a = train(cfg, data, tmp_path / "a", progress=False)
     b = train(cfg, data, tmp_path / "b", progress=False)
     assert a["status"] == b["status"] == "completed"
@@ -52,11 +54,11 @@ def _train_cli(cfg, data, out, env=None):
 def test_resume_after_kill_gives_identical_numbers(tmp_path, toy_data, flow_cfg, reg_cfg, kind):
     if kind == "flow":
         cfg, data = flow_cfg("ffjord", train={"iterations": 10, "checkpoint_every": 3}), \
-            toy_data("hash", "toy2d")
+            toy_data("hash")
     else:
         cfg, data = reg_cfg("node", train={"epochs": 2, "checkpoint_every": 3},
                             solver={"method": "rk4", "steps": 4}), \
-            toy_data("spheres2d", "anode_toy", n=300)
+            toy_data("spheres2d", n=300)
     full = _train_cli(cfg, data, tmp_path / "full")
     assert full.returncode == 0, full.stderr
     killed = _train_cli(cfg, data, tmp_path / "resumed", {"ODEFLOWS_FAULT_AT_ITER": "7"})
@@ -76,7 +78,7 @@ def test_resume_after_kill_gives_identical_numbers(tmp_path, toy_data, flow_cfg,
 
 
 def test_checkpoint_of_another_config_is_not_resumed(tmp_path, toy_data, flow_cfg):
-    data = toy_data("hash", "toy2d")
+    data = toy_data("hash")
     cfg = flow_cfg("ffjord", train={"iterations": 8, "checkpoint_every": 2})
     killed = _train_cli(cfg, data, tmp_path / "r", {"ODEFLOWS_FAULT_AT_ITER": "5"})
     assert killed.returncode == -9
@@ -87,13 +89,13 @@ def test_checkpoint_of_another_config_is_not_resumed(tmp_path, toy_data, flow_cf
 
 
 def test_nan_loss_ends_run_as_failed_seed(tmp_path, toy_data, reg_cfg, monkeypatch):
-    from odeflows import tasks
+    from odeflows.tasks.regression import RegressionTask
 
     def nan_loss(self, model, x, y, generator):
         return model(x).sum() * float("nan"), {}
 
-    monkeypatch.setattr(tasks.RegressionTask, "loss", nan_loss)
-    data = toy_data("g1d", "anode_toy")
+    monkeypatch.setattr(RegressionTask, "loss", nan_loss)
+    data = toy_data("g1d")
     summary = train(reg_cfg("node"), data, tmp_path / "run", progress=False)
     assert summary["status"] == "failed" and "non-finite loss" in summary["reason"]
     result = evaluate(tmp_path / "run", data)
@@ -103,7 +105,7 @@ def test_nan_loss_ends_run_as_failed_seed(tmp_path, toy_data, reg_cfg, monkeypat
 
 
 def test_evaluate_and_api(tmp_path, toy_data, flow_cfg):
-    data = toy_data("ty", "toy2d")
+    data = toy_data("ty")
     cfg = flow_cfg("affjord")
     train(cfg, data, tmp_path / "run", progress=False)
     result = evaluate(tmp_path / "run", data)

@@ -1,10 +1,13 @@
-"""The Snakemake workflow end to end at smoke scale, versioned by DVC: results, rerun behaviour,
-push/pull to a fresh clone, table audit, config errors and the paper-scale DAG."""
+"""The Snakemake workflow end to end at smoke scale, versioned by DVC: results, rerun behaviour
+(configuration and code), push/pull to a fresh clone, table audit and configuration errors. One
+smoke run is shared by every test here; the copy's own src/ is what runs (PYTHONPATH), so a test
+can edit the code and see which results go out of date."""
 
 from __future__ import annotations
 
 import filecmp
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -16,7 +19,7 @@ from conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
-PROJECT_FILES = ("Snakefile", "workflow", "config", "envs", "profiles", "src", "dvc.yaml",
+PROJECT_FILES = ("Snakefile", "workflow", "config", "envs", "profiles", "src", "docs", "dvc.yaml",
                  ".dvc/config", ".dvcignore", ".gitignore", "results/.gitignore",
                  "data/prepared/.gitignore", "pyproject.toml")
 GIT = ["git", "-c", "user.name=odeflows-test", "-c", "user.email=test@odeflows.invalid"]
@@ -34,7 +37,8 @@ def _copy_project(dst):
 
 
 def _run(cmd, cwd, check=True, timeout=900):
-    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    env = {**os.environ, "PYTHONPATH": str(cwd / "src")} if (cwd / "src").is_dir() else None
+    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
     if check and out.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, cmd))} failed:\n{out.stdout[-3000:]}\n"
                              f"{out.stderr[-3000:]}")
@@ -70,13 +74,14 @@ def test_smoke_workflow_end_to_end(smoke_repo):
             assert (res / "tables" / f"{exp}{suffix}").stat().st_size > 0
         assert list((res / "figures" / exp).glob("*.png"))
         assert list((res / "figures" / exp).glob("*.pdf"))
-    assert "| ours | reference code | paper |" in (res / "tables" / "parameters.md").read_text()
+    assert re.search(r"\|\s*ours\s*\|\s*reference code\s*\|\s*paper\s*\|",
+                     (res / "tables" / "parameters.md").read_text())
     claims = (res / "claims.md").read_text()
     for n in range(1, 11):
         assert f"## Claim {n}:" in claims
     assert "## Beyond the papers: AFFJORD + RNODE" in claims
     metrics = json.loads((res / "metrics.json").read_text())
-    assert set(metrics["claims"]) == {str(n) for n in range(1, 11)}
+    assert {str(n) for n in range(1, 11)} <= set(metrics["claims"])
     assert "rnode_images" in metrics and "anode_images" in metrics
     log = (smoke_repo / "logs/smoke/train/anode_toy/g1d/node/seed0.log").read_text()
     assert "it/s" in log or "s/it" in log  # progress bars go to the rule's log
@@ -128,29 +133,71 @@ def test_dvc_pull_in_a_fresh_clone_needs_no_rerun(smoke_repo, tmp_path):
 
 def test_changing_one_value_reruns_only_its_runs(smoke_repo):
     path = smoke_repo / "config" / "experiments" / "affjord_toy.yaml"
-    data = yaml.safe_load(path.read_text())
+    original = path.read_text()
+    data = yaml.safe_load(original)
     data["scales"]["smoke"]["overrides"]["train"]["iterations"] = 31
     path.write_text(yaml.safe_dump(data))
-    dry = _snakemake(smoke_repo, "-n", "--config", "scale=smoke")
-    assert _job_counts(dry.stdout).get("train") == 8  # 2 datasets x 2 models x 2 seeds
-    trained = re.findall(r"output: (results/smoke/runs/\S+)/summary\.json", dry.stdout)
-    assert len(trained) == 8 and all("/affjord_toy/" in p for p in trained)
-    one = _snakemake(smoke_repo, "-n", "--config", "scale=smoke", "--forcerun", "claims", "--",
-                     "results/smoke/claims.md")
-    assert one.returncode == 0
+    try:
+        dry = _snakemake(smoke_repo, "-n", "--config", "scale=smoke")
+        assert _job_counts(dry.stdout).get("train") == 8  # 2 datasets x 2 models x 2 seeds
+        trained = _trained(dry.stdout)
+        assert len(trained) == 8 and all("/affjord_toy/" in p for p in trained)
+        assert "config " in dry.stdout  # the reason: the run's config hash changed
+        one = _snakemake(smoke_repo, "-n", "--config", "scale=smoke", "--forcerun", "claims",
+                         "--", "results/smoke/claims.md")
+        assert one.returncode == 0
+    finally:
+        path.write_text(original)
 
 
-def test_paper_scale_dry_run_lists_the_papers_job_matrix(tmp_path):
-    wd = _copy_project(tmp_path)
-    out = _snakemake(wd, "-n", "--config", "scale=paper")
-    assert out.returncode == 0, out.stderr
-    counts = _job_counts(out.stdout)
-    # toy: 20 repeats x 3 models x 3 datasets + 30 x 2 x 11 + 3 seeds x 2 models of node_adjoint;
-    # images: ANODE 5 x 2 models x 4 sets, AFFJORD 5 x 4 x 4, RNODE 1 x 2 x 4, ablation 1 x 4,
-    # affjord_rnode 5 x 4 models x (hash + MNIST)
-    assert counts["train"] == 180 + 660 + 6 + 40 + 80 + 8 + 4 + 40
-    assert counts["evaluate"] == counts["train"]
-    assert not (wd / "results" / "paper").exists()
+def _trained(stdout: str) -> list[str]:
+    return re.findall(r"output: (results/smoke/runs/\S+)/summary\.json", stdout)
+
+
+def _edit_code(repo, rel, text="\n# an edit\n"):
+    path = repo / rel
+    original = path.read_text()
+    path.write_text(original + text)
+    return lambda: path.write_text(original)
+
+
+def test_a_code_change_puts_exactly_its_results_out_of_date(smoke_repo):
+    # a model's code: only the runs of that model retrain (and only their tables change)
+    restore = _edit_code(smoke_repo, "src/odeflows/models/cnf.py")
+    try:
+        dry = _snakemake(smoke_repo, "-n", "--config", "scale=smoke")
+        trained = _trained(dry.stdout)
+        assert trained and all(
+            "/affjord_toy/" in p or "/affjord_rnode/hash/" in p or "/node_adjoint/" in p
+            for p in trained), trained
+        assert not any("/anode_toy/" in p or "/anode_images/" in p for p in trained)
+        assert "train code" in dry.stdout  # the reason names what changed
+        audit = _run(["odeflows", "audit", "results/smoke/tables/affjord_toy.csv", "--verify"],
+                     smoke_repo, check=False)
+        assert audit.returncode == 1 and "produced by other train code" in audit.stdout
+        assert "odeflows.models.cnf" in audit.stdout  # which module differs
+        accepted = _run(["odeflows", "audit", "results/smoke/tables/affjord_toy.csv",
+                         "--verify", "--accept-code-changes"], smoke_repo, check=False)
+        assert accepted.returncode == 0
+        other = _run(["odeflows", "audit", "results/smoke/tables/anode_toy.csv", "--verify"],
+                     smoke_repo, check=False)
+        assert other.returncode == 0, other.stdout[-2000:]
+    finally:
+        restore()
+    # plotting code: figures are redrawn, nothing is retrained or re-evaluated
+    restore = _edit_code(smoke_repo, "src/odeflows/plots.py")
+    try:
+        counts = _job_counts(_snakemake(smoke_repo, "-n", "--config", "scale=smoke").stdout)
+        assert counts.get("plot") == 8 and "train" not in counts and "evaluate" not in counts
+    finally:
+        restore()
+    # documentation is no code: nothing to do
+    restore = _edit_code(smoke_repo, "docs/extending.md")
+    try:
+        again = _snakemake(smoke_repo, "-n", "--config", "scale=smoke")
+        assert "Nothing to be done" in again.stdout + again.stderr
+    finally:
+        restore()
 
 
 def test_invalid_config_stops_before_any_job(tmp_path):
@@ -158,10 +205,14 @@ def test_invalid_config_stops_before_any_job(tmp_path):
     path = wd / "config" / "experiments" / "anode_toy.yaml"
     data = yaml.safe_load(path.read_text())
     data["models"].append("nodee")
+    data["defaults"]["model_cfg"]["hiden"] = 64  # found only when runs are resolved
     path.write_text(yaml.safe_dump(data))
     out = _snakemake(wd, "--cores", "1", "--config", "scale=smoke")
     assert out.returncode != 0
-    assert "models" in out.stderr and "nodee" in out.stderr and "anode" in out.stderr
+    # one message listing every problem, with the key and the closest name, no traceback
+    assert "'nodee'" in out.stderr and "did you mean 'node'" in out.stderr
+    assert "model_cfg.hiden" in out.stderr and "did you mean 'hidden'" in out.stderr
+    assert "Traceback" not in out.stderr and "Exception" not in out.stderr
     assert not (wd / "results" / "smoke").exists()
     assert not (wd / "data" / "prepared" / "smoke").exists()
     out = _snakemake(wd, "-n", "--config", "scale=huge")

@@ -1,161 +1,129 @@
 """Aggregate run directories into tables: a long per-run file, a per-experiment summary (mean ±
 std over successful seeds, failed seeds counted, paper numbers beside ours) and a provenance
-sidecar that names, for every row of the summary, the runs and record fields behind it."""
+sidecar that names, for every row of the summary, the runs, record fields and code versions
+behind it. Which columns a table has comes from the tasks of its runs."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import yaml
 
 from odeflows import provenance
-from odeflows.config import load_experiment, run_matrix
+from odeflows.config import Plan, load_experiment, plan
+from odeflows.rundir import RunDir
+from odeflows.tasks import Task, get_task
 
-# metrics summarised per (dataset, model), by task
-METRICS = {
-    "regression": ["test_loss", "test_accuracy", "test_nfe", "nfe_first_epoch", "nfe_last_epoch",
-                   "train_wall_seconds", "num_parameters"],
-    "density": ["best_val_loss", "test_loss", "test_nfe", "grid_mass", "train_wall_seconds",
-                "num_parameters"],
-    "classification": ["test_accuracy_pct", "test_loss", "test_nfe", "nfe_first_epoch",
-                       "nfe_last_epoch", "train_wall_seconds", "num_parameters"],
-    "image_density": ["best_val_loss", "test_bpd", "test_bpd_dequantized", "test_bpd_clean",
-                      "test_nfe", "nfe_train_mean", "jacobian_last_epoch", "kinetic_last_epoch",
-                      "train_wall_seconds", "train_hours", "num_parameters"],
-}
-# wording that depends on the task (image flows: losses are bits/dim)
-TASK_LABELS = {"image_density": {"best_val_loss": "best val bits/dim"},
-               "density+images": {"best_val_loss": "best val NLL (nats) / bits/dim (images)"}}
-# an experiment over toy and image datasets (affjord_rnode) reports both kinds of metric
-METRICS["density+images"] = METRICS["density"] + [
-    m for m in METRICS["image_density"] if m not in METRICS["density"]]
-LABELS = {
-    "best_val_loss": "best val NLL (nats)", "test_loss": "test loss", "test_accuracy": "test acc.",
-    "test_nfe": "test NFE", "nfe_first_epoch": "NFE (first epoch)",
-    "nfe_last_epoch": "NFE (last epoch)", "grid_mass": "∫p on grid",
-    "train_wall_seconds": "train s", "num_parameters": "params",
-    "test_accuracy_pct": "test acc. %", "test_bpd": "test bits/dim",
-    "test_bpd_dequantized": "test bpd (dequantised)", "test_bpd_clean": "test bpd (clean)",
-    "nfe_train_mean": "train NFE/iter (f+b)", "jacobian_last_epoch": "∫‖J‖²_F/D (last epoch)",
-    "kinetic_last_epoch": "∫‖f‖²/2D (last epoch)", "train_hours": "train hours (Σ step times)",
-}
+PROTOCOL = ("mean ± std (ddof=1) over runs with status 'completed'; density models are scored at "
+            "their best-validation checkpoint (AFFJORD/FFJORD protocol)")
 
 
-def reference_numbers(path: str | Path | None = None) -> pd.DataFrame:
+# -- paper data ---------------------------------------------------------------------------------
+@cache
+def _paper_file(path: str | None) -> dict[str, Any]:
     if path is None:
         text = resources.files("odeflows").joinpath("reference", "paper_numbers.yaml").read_text()
     else:
         text = Path(path).read_text()
-    return pd.DataFrame(yaml.safe_load(text))
+    return yaml.safe_load(text)
 
 
-def _epoch_stats(metrics_csv: Path) -> dict[str, float | None]:
+def reference_numbers(path: str | Path | None = None) -> pd.DataFrame:
+    """The papers' numbers (experiment, dataset, model, metric, value[, std], source)."""
+    return pd.DataFrame(_paper_file(None if path is None else str(path))["numbers"])
+
+
+def paper_facts(path: str | Path | None = None) -> dict[str, Any]:
+    """Facts of the papers' protocols (training lengths, notes on parameter counts)."""
+    data = _paper_file(None if path is None else str(path))
+    return {k: v for k, v in data.items() if k != "numbers"}
+
+
+# -- per-seed rows --------------------------------------------------------------------------------
+def epoch_stats(metrics: pd.DataFrame | None) -> dict[str, float | None]:
     """Per-run statistics of the training log: mean forward NFE per iteration in the first and
     last epoch (ANODE Fig. 8), mean forward+backward NFE per iteration (AFFJORD Fig. 9), and the
     last epoch's mean regulariser integrals (RNODE Fig. 5)."""
     out: dict[str, float | None] = dict.fromkeys(
         ("nfe_first_epoch", "nfe_last_epoch", "nfe_train_mean", "jacobian_last_epoch",
          "kinetic_last_epoch"))
-    if not metrics_csv.exists():
+    if metrics is None or metrics.empty or "nfe_forward" not in metrics:
         return out
-    m = pd.read_csv(metrics_csv)
-    if m.empty or "nfe_forward" not in m:
-        return out
-    per_epoch = m.groupby("epoch")
+    per_epoch = metrics.groupby("epoch")
     nfe = per_epoch["nfe_forward"].mean()
-    if not nfe.any():  # a model without an ODE block (ResNet)
+    if not nfe.any():  # a model without counted networks (ResNet)
         return out
     out["nfe_first_epoch"], out["nfe_last_epoch"] = float(nfe.iloc[0]), float(nfe.iloc[-1])
-    out["nfe_train_mean"] = float((m["nfe_forward"] + m["nfe_backward"]).mean())
+    out["nfe_train_mean"] = float((metrics["nfe_forward"] + metrics["nfe_backward"]).mean())
     for col in ("jacobian", "kinetic"):
-        if col in m and m[col].notna().any():
+        if col in metrics and metrics[col].notna().any():
             out[f"{col}_last_epoch"] = float(per_epoch[col].mean().iloc[-1])
     return out
 
 
-def _run_record(run_dir: Path, hash_files: bool = True) -> dict[str, Any]:
-    rec_path = run_dir / "record.json"
-    rec = provenance.read_json(rec_path) if rec_path.exists() else {}
-    files = {}
-    for name in ("eval.json", "summary.json", "model.pt", "metrics.csv", "profile.csv"):
-        f = run_dir / name
-        if hash_files and f.exists():
-            files[name] = provenance.md5_file(f)
+def run_provenance(run: RunDir, hash_files: bool = True) -> dict[str, Any]:
+    """What the provenance sidecar records of one run."""
+    rec = run.record()
+    ev = run.evaluation() or {}
     return {
-        "run_dir": str(run_dir),
+        "run_dir": str(run.path),
         "seed": rec.get("seed"),
         "config_hash": rec.get("config_hash"),
+        "code_version": rec.get("code_version"),
+        "eval_code_version": ev.get("code_version"),
         "git_commit": rec.get("git", {}).get("commit"),
         "git_dirty": rec.get("git", {}).get("dirty"),
         "data_sha256": rec.get("data", {}).get("sha256"),
         "device": rec.get("host", {}).get("device"),
         "packages": rec.get("packages", {}),
-        "file_md5": files,
+        "file_md5": run.file_hashes() if hash_files else {},
     }
 
 
-def evaluate_profile(run_dir: str | Path) -> dict[str, Any]:
-    """Summarise a node_adjoint profile: growth of peak saved memory with solver steps."""
-    run_dir = Path(run_dir)
-    prof = pd.read_csv(run_dir / "profile.csv")
-    result: dict[str, Any] = {"status": "completed", "reason": None}
-    for mode, grp in prof.groupby("mode"):
-        by_steps = grp.groupby("steps")[["peak_saved_bytes", "seconds"]].mean()
-        steps = by_steps.index.to_numpy(dtype=float)
-        mem = by_steps["peak_saved_bytes"].to_numpy(dtype=float)
-        slope = float(np.polyfit(steps, mem, 1)[0]) if len(steps) > 1 else float("nan")
-        result[f"{mode}_memory_growth_ratio"] = float(mem[-1] / mem[0])
-        result[f"{mode}_bytes_per_step"] = slope
-        result[f"{mode}_steps_min"], result[f"{mode}_steps_max"] = int(steps[0]), int(steps[-1])
-        result[f"{mode}_seconds_at_max_steps"] = float(by_steps["seconds"].iloc[-1])
-    provenance.write_json_atomic(run_dir / "eval.json", result)
-    return result
-
-
-def collect_runs(scale: str, experiment: str, config_dir: str | Path = "config") -> pd.DataFrame:
-    """One row per run of the matrix; runs without eval.json have status 'missing'."""
-    specs = run_matrix({"scale": scale, "experiments": [experiment], "config_dir": str(config_dir)})
-    return run_rows([Path(s.path) for s in specs])
-
-
-def run_rows(run_dirs: list[Path]) -> pd.DataFrame:
-    """The per-seed table of the given run directories (…/<experiment>/<dataset>/<model>/seedK),
-    read from their eval.json, metrics.csv and record.json only."""
+def run_rows(run_dirs: Iterable[str | Path], tasks: Mapping[str, Task] | None = None
+             ) -> pd.DataFrame:
+    """The per-seed table of the given run directories, read from their eval.json, metrics.csv
+    and record.json only. ``tasks`` maps run directories to their task (default: from each
+    run's config.json)."""
     rows = []
-    for run_dir in run_dirs:
-        experiment, dataset, model, seed_dir = run_dir.parts[-4:]
-        ev_path = run_dir / "eval.json"
-        ev = provenance.read_json(ev_path) if ev_path.exists() else {"status": "missing"}
+    for path in run_dirs:
+        run = RunDir(path)
+        experiment, dataset, model, seed = run.spec_parts
+        ev = run.evaluation() or {"status": "missing"}
         row: dict[str, Any] = {"experiment": experiment, "dataset": dataset, "model": model,
-                               "seed": int(seed_dir.removeprefix("seed")),
-                               "run_dir": str(run_dir),
+                               "seed": seed, "run_dir": str(run.path),
                                "status": ev.get("status"), "reason": ev.get("reason")}
         for key, value in ev.items():
             if isinstance(value, (int, float, str, type(None))) and key not in row:
-                row[key] = value
-        hut = ev.get("hutchinson") or {}
-        for kind in ("gaussian", "rademacher"):
-            if kind in hut:
-                row[f"hutchinson_{kind}_z"] = hut[kind]["z_pooled"]
-        row.update(_epoch_stats(run_dir / "metrics.csv"))
+                row["eval_code_version" if key == "code_version" else key] = value
+        task = (tasks or {}).get(str(path)) or _task_of(run)
+        if task is not None:
+            row.update(task.run_columns(ev))
+        row.update(epoch_stats(run.metrics()))
         if isinstance(row.get("train_wall_seconds"), (int, float)):
             row["train_hours"] = row["train_wall_seconds"] / 3600
         if isinstance(row.get("test_accuracy"), (int, float)):
             row["test_accuracy_pct"] = 100 * row["test_accuracy"]
-        rec = _run_record(run_dir, hash_files=False)  # file hashes go to the sidecar only
-        row.update(config_hash=rec["config_hash"], git_commit=rec["git_commit"],
-                   git_dirty=rec["git_dirty"], data_sha256=rec["data_sha256"],
-                   device=rec["device"])
+        prov = run_provenance(run, hash_files=False)  # file hashes go to the sidecar only
+        row.update({k: prov[k] for k in ("config_hash", "code_version", "git_commit",
+                                         "git_dirty", "data_sha256", "device")})
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _fmt(mean: float, std: float, n: int, integer: bool = False) -> str:
+def _task_of(run: RunDir) -> Task | None:
+    cfg = run.config()
+    return get_task(cfg["task"]) if cfg else None
+
+
+# -- summary table --------------------------------------------------------------------------------
+def format_cell(mean: float | None, std: float | None, n: int, integer: bool = False) -> str:
     if n == 0 or mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "x"
     if integer:
@@ -167,8 +135,9 @@ def _fmt(mean: float, std: float, n: int, integer: bool = False) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def summarise(runs: pd.DataFrame, task: str, ref: pd.DataFrame) -> pd.DataFrame:
-    metrics = [m for m in METRICS[task] if m in runs.columns]
+def summarise(runs: pd.DataFrame, metrics: Sequence[str], ref: pd.DataFrame) -> pd.DataFrame:
+    """Mean, std and count over completed seeds per (dataset, model), with paper numbers."""
+    metrics = [m for m in metrics if m in runs.columns]
     out = []
     for (dataset, model), grp in runs.groupby(["dataset", "model"], sort=False):
         ok = grp[grp["status"] == "completed"]
@@ -192,13 +161,50 @@ def summarise(runs: pd.DataFrame, task: str, ref: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def to_markdown(table: pd.DataFrame, metrics: Sequence[str], labels: Mapping[str, str],
+                title: str) -> str:
+    metrics = [m for m in metrics if f"{m}_mean" in table.columns]
+    paper_cols = sorted(c for c in table.columns if c.startswith("paper_")
+                        and not c.endswith("_source") and not c.endswith("_std"))
+    lines = [f"# {title}", "",
+             "**ours**: mean ± std over successful seeds (ok / failed seeds; a row with no "
+             "successful seed shows x). **paper**: the papers' own numbers (reference data, "
+             "sources below), never produced by this workflow.", ""]
+    view: dict[str, list[str]] = {"dataset": [], "model": [], "seeds ok/failed": []}
+    view.update({f"ours: {labels.get(m, m)}": [] for m in metrics})
+    view.update({f"paper: {c.removeprefix('paper_')}": [] for c in paper_cols})
+    sources = set()
+    for _, r in table.iterrows():
+        view["dataset"].append(r["dataset"])
+        view["model"].append(r["model"])
+        view["seeds ok/failed"].append(f"{r['seeds_ok']}/{r['seeds_failed']}")
+        for m in metrics:
+            n = int(r[f"{m}_n"])
+            # "–": not applicable (e.g. NFE of a ResNet); "x": no successful seed
+            view[f"ours: {labels.get(m, m)}"].append(
+                "–" if n == 0 and r["seeds_ok"] > 0 else
+                format_cell(r[f"{m}_mean"], r[f"{m}_std"], n, integer=m == "num_parameters"))
+        for c in paper_cols:
+            v = r.get(c)
+            missing = v is None or (isinstance(v, float) and math.isnan(v))
+            view[f"paper: {c.removeprefix('paper_')}"].append("" if missing else f"{v:g}")
+            src = r.get(f"{c}_source")
+            if isinstance(src, str):
+                sources.add(f"{c.removeprefix('paper_')}: {src}")
+    text = "\n".join(lines) + "\n" + pd.DataFrame(view).to_markdown(
+        index=False, tablefmt="pipe", disable_numparse=True) + "\n"
+    if sources:
+        text += "\nSources of paper numbers:\n" + "".join(f"- {s}\n" for s in sorted(sources))
+    return text
+
+
 def training_curves(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean training and validation loss per iteration over completed seeds, one column per
     (dataset, model) series — the file ``dvc plots`` draws."""
     frames = []
     for (dataset, model), grp in runs[runs["status"] == "completed"].groupby(["dataset", "model"]):
-        logs = [pd.read_csv(Path(d) / "metrics.csv", usecols=["iteration", "loss", "val_loss"])
-                for d in grp["run_dir"] if (Path(d) / "metrics.csv").exists()]
+        logs = [m[["iteration", "loss", "val_loss"]] for d in grp["run_dir"]
+                if (m := RunDir(d).metrics()) is not None]
         if not logs:
             continue
         mean = pd.concat(logs).groupby("iteration").mean()
@@ -207,116 +213,88 @@ def training_curves(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(frames, axis=1).reset_index() if frames else pd.DataFrame({"iteration": []})
 
 
-def summarise_profile(run_dirs: list[str]) -> pd.DataFrame:
-    frames = []
-    for d in run_dirs:
-        f = Path(d) / "profile.csv"
-        if f.exists():
-            prof = pd.read_csv(f)
-            parts = Path(d).parts
-            prof["model"], prof["seed"] = parts[-2], int(parts[-1].removeprefix("seed"))
-            prof["run_dir"] = d
-            frames.append(prof)
-    if not frames:
-        return pd.DataFrame()
-    prof = pd.concat(frames)
-    g = prof.groupby(["model", "mode", "steps"])
-    table = g.agg(peak_saved_bytes_mean=("peak_saved_bytes", "mean"),
-                  peak_saved_bytes_std=("peak_saved_bytes", "std"),
-                  seconds_mean=("seconds", "mean"), seconds_std=("seconds", "std"),
-                  nfe_forward=("nfe_forward", "mean"), nfe_backward=("nfe_backward", "mean"),
-                  measurements=("seconds", "size")).reset_index()
-    return table
+# -- one experiment -------------------------------------------------------------------------------
+class TableTask(Task):
+    """The tasks of an experiment's runs seen as one table: the union of their columns (an
+    experiment over toy and image data reports nats and bits/dim side by side)."""
+
+    def __init__(self, tasks: Sequence[Task]):
+        self.parts = list(dict.fromkeys(tasks))
+        self.metrics = tuple(dict.fromkeys(m for t in self.parts for m in t.metrics))
+        labels: dict[str, list[str]] = {}
+        for t in self.parts:
+            for m, label in t.labels.items():
+                labels.setdefault(m, [])
+                if label not in labels[m]:
+                    labels[m].append(label)
+        self.labels = {m: " / ".join(v) for m, v in labels.items()}
+        self.headlines = tuple(dict.fromkeys(h for t in self.parts for h in t.headlines))
+        self.table_keys = self.parts[0].table_keys
+        self.name = "+".join(t.name for t in self.parts)
+        self.own = self.parts[0] if len(self.parts) == 1 else None
+
+    def summarise(self, runs: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+        return (self.own or super()).summarise(runs, reference)
+
+    def markdown(self, table: pd.DataFrame, title: str) -> str:
+        return (self.own or super()).markdown(table, title)
+
+    def curves(self, runs: pd.DataFrame) -> pd.DataFrame:
+        return (self.own or super()).curves(runs)
 
 
-def to_markdown(table: pd.DataFrame, task: str, title: str) -> str:
-    lines = [f"# {title}", ""]
-    if task == "memory_profile":
-        lines += ["Peak memory of tensors saved for backward (MiB) and seconds per training step, "
-                  "mean ± std over seeds and repeats.", "",
-                  "| model | mode | solver steps | NFE fwd | NFE bwd | peak saved MiB | seconds |",
-                  "|---|---|---|---|---|---|---|"]
-        for _, r in table.iterrows():
-            n = int(r["measurements"])
-            mem = _fmt(r["peak_saved_bytes_mean"] / 2**20, r["peak_saved_bytes_std"] / 2**20, n)
-            lines.append(f"| {r['model']} | {r['mode']} | {r['steps']} | {r['nfe_forward']:.0f} | "
-                         f"{r['nfe_backward']:.0f} | {mem} | "
-                         f"{_fmt(r['seconds_mean'], r['seconds_std'], n)} |")
-        return "\n".join(lines) + "\n"
-    metrics = [m for m in METRICS[task] if f"{m}_mean" in table.columns]
-    paper_cols = sorted(c for c in table.columns if c.startswith("paper_")
-                        and not c.endswith("_source") and not c.endswith("_std"))
-    lines += ["**ours**: mean ± std over successful seeds (ok / failed seeds; a row with no "
-              "successful seed shows x). **paper**: the papers' own numbers (reference data, "
-              "sources below), never produced by this workflow.", ""]
-    labels = {**LABELS, **TASK_LABELS.get(task, {})}
-    header = ["dataset", "model", "seeds ok/failed"] + [f"ours: {labels[m]}" for m in metrics]
-    header += [f"paper: {c.removeprefix('paper_')}" for c in paper_cols]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    sources = set()
-    for _, r in table.iterrows():
-        cells = [r["dataset"], r["model"], f"{r['seeds_ok']}/{r['seeds_failed']}"]
-        for m in metrics:
-            n = int(r[f"{m}_n"])
-            # "–": not applicable (e.g. NFE of a ResNet); "x": no successful seed
-            cells.append("–" if n == 0 and r["seeds_ok"] > 0 else
-                         _fmt(r[f"{m}_mean"], r[f"{m}_std"], n, integer=m == "num_parameters"))
-        for c in paper_cols:
-            v = r.get(c)
-            cells.append("" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:g}")
-            src = r.get(f"{c}_source")
-            if isinstance(src, str):
-                sources.add(f"{c.removeprefix('paper_')}: {src}")
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    if sources:
-        lines += ["", "Sources of paper numbers:"] + [f"- {s}" for s in sorted(sources)]
-    return "\n".join(lines) + "\n"
+def experiment_tasks(p: Plan, experiment: str) -> tuple[TableTask, dict[str, Task]]:
+    """The experiment's table task and each run directory's task."""
+    by_run = {p.configs[s]["task"] for s in p.runs_of(experiment)}
+    tasks = [get_task(n) for n in sorted(by_run)]
+    if len({t.table_keys for t in tasks}) > 1:
+        raise ValueError(f"experiment {experiment} mixes tasks with different tables: "
+                         f"{', '.join(t.name for t in tasks)}")
+    runs = {s.path: get_task(p.configs[s]["task"]) for s in p.runs_of(experiment)}
+    return TableTask(tasks), runs
 
 
 def aggregate(scale: str, experiment: str, out_dir: str | Path, config_dir: str | Path = "config",
-              reference: str | Path | None = None) -> list[Path]:
+              reference: str | Path | None = None, modules: Sequence[str] = ()) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     exp = load_experiment(experiment, config_dir)
-    task = exp["task"]
-    runs = collect_runs(scale, experiment, config_dir)
-    if task == "density" and "test_bpd" in runs.columns:
-        task = "density+images"
-    ref = reference_numbers(reference)
-    if task == "memory_profile":
-        table = summarise_profile(list(runs["run_dir"]))
-        keys = ["model"]
-    else:
-        table = summarise(runs, task, ref)
-        keys = ["dataset", "model"]
+    p = plan({"scale": scale, "experiments": [experiment], "config_dir": str(config_dir),
+              "modules": list(modules)})
+    task, run_tasks = experiment_tasks(p, experiment)
+    runs = run_rows([s.path for s in p.runs_of(experiment)], run_tasks)
+    table = task.summarise(runs, reference_numbers(reference))
     paths = {"csv": out_dir / f"{experiment}.csv", "md": out_dir / f"{experiment}.md",
              "runs": out_dir / f"{experiment}_runs.csv",
              "prov": out_dir / f"{experiment}.provenance.json",
              "curves": out_dir / f"{experiment}_curves.csv"}
     runs.to_csv(paths["runs"], index=False)
-    if task == "memory_profile":
-        table.to_csv(paths["curves"], index=False)  # memory and time against solver steps
-    else:
-        training_curves(runs).to_csv(paths["curves"], index=False)
+    task.curves(runs).to_csv(paths["curves"], index=False)
     table.to_csv(paths["csv"], index=False)
-    paths["md"].write_text(to_markdown(table, task, f"{experiment} ({scale}): {exp['title']}"))
-
+    paths["md"].write_text(task.markdown(table, f"{experiment} ({scale}): {exp['title']}"))
+    keys = ["dataset", "model"] if "dataset" in task.table_keys else ["model"]
     prov_rows = []
-    for _, r in table.iterrows():
+    for _, r in (table.drop_duplicates(keys) if len(table) else table).iterrows():
         sel = runs
         for k in keys:
             sel = sel[sel[k] == r[k]]
         prov_rows.append({
             "key": {k: r[k] for k in keys},
             "columns": [c for c in table.columns if c not in keys],
-            "runs": [_run_record(Path(d)) | {"status": s}
+            "runs": [run_provenance(RunDir(d)) | {"status": s}
                      for d, s in zip(sel["run_dir"], sel["status"], strict=True)],
         })
     provenance.write_json_atomic(paths["prov"], {
-        "table": str(paths["csv"]), "experiment": experiment, "scale": scale, "task": task,
-        "keys": keys, "per_seed_file": str(paths["runs"]),
-        "protocol": "mean ± std (ddof=1) over runs with status 'completed'; density models are "
-                    "scored at their best-validation checkpoint (AFFJORD/FFJORD protocol)",
+        "table": str(paths["csv"]), "experiment": experiment, "scale": scale,
+        "tasks": [t.name for t in task.parts], "keys": keys,
+        "table_keys": list(task.table_keys), "per_seed_file": str(paths["runs"]),
+        "headlines": list(exp.get("headlines") or task.headlines),
+        "protocol": PROTOCOL,
+        "code_versions": {
+            "train": sorted({r["code_version"] for r in runs.to_dict("records")
+                             if isinstance(r.get("code_version"), str)}),
+            "aggregate": provenance.code_version("aggregate", plugins=p.modules)["version"],
+        },
         "rows": prov_rows,
     })
     return list(paths.values())

@@ -1,10 +1,13 @@
 """Audit a table: show the runs behind every row, and with ``verify`` recompute every cell from
-the per-seed files and check every recorded hash.
+the per-seed files, check every recorded hash, and check that the code which produced each run
+is the code in this tree.
 
 The provenance sidecar (``<table>.provenance.json``, written by ``aggregate``) names, per row,
-the run directories with their seed, config hash, git commit and dirty flag, data hash, package
-versions, device and the MD5 of their files (MD5 is what DVC records in ``dvc.lock`` for each
-file, so a checkpoint's hash can be matched against DVC's).
+the run directories with their seed, config hash, code versions, git commit and dirty flag, data
+hash, package versions, device and the MD5 of their files (MD5 is what DVC records in
+``dvc.lock`` for each file, so a checkpoint's hash can be matched against DVC's). Code versions
+are judged by the content of the code that computes a result (see
+:func:`odeflows.provenance.code_version`), not by the commit: a docs-only commit changes nothing.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from typing import Any
 import pandas as pd
 
 from odeflows import provenance
-from odeflows.aggregate import reference_numbers, run_rows, summarise, summarise_profile
+from odeflows.aggregate import TableTask, reference_numbers, run_rows
 from odeflows.config import config_hash
+from odeflows.rundir import RunDir
+from odeflows.tasks import get_task
 
 
 @dataclass
@@ -26,10 +31,12 @@ class AuditReport:
     table: Path
     rows: list[dict[str, Any]]
     problems: list[str] = field(default_factory=list)
+    code_changes: list[str] = field(default_factory=list)  # reported; fatal unless accepted
+    accept_code_changes: bool = False
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.problems and (self.accept_code_changes or not self.code_changes)
 
 
 def sidecar_of(table: str | Path) -> Path:
@@ -50,44 +57,54 @@ def _close(a: Any, b: Any) -> bool:
     return math.isclose(fa, fb, rel_tol=1e-9, abs_tol=1e-12)
 
 
-def _check_run(run: dict[str, Any], problems: list[str], where: str) -> None:
-    run_dir = Path(run["run_dir"])
+def _check_run(run: dict[str, Any], problems: list[str], code: list[str], where: str) -> None:
+    rd = RunDir(run["run_dir"])
     for name, recorded in (run.get("file_md5") or {}).items():
-        f = run_dir / name
+        f = rd.file(name)
         if not f.exists():
             problems.append(f"{where}: {f} is missing (recorded md5 {recorded})")
         elif provenance.md5_file(f) != recorded:
             problems.append(f"{where}: {f} has changed since the table was made "
                             f"(md5 {provenance.md5_file(f)} != recorded {recorded})")
-    cfg_file = run_dir / "config.json"
-    if run.get("config_hash") and cfg_file.exists():
-        if config_hash(provenance.read_json(cfg_file)) != run["config_hash"]:
-            problems.append(f"{where}: {cfg_file} does not hash to the recorded config hash "
-                            f"{run['config_hash']}")
-    rec_file = run_dir / "record.json"
-    if rec_file.exists():
-        data = provenance.read_json(rec_file).get("data", {})
-        path, sha = data.get("path"), data.get("sha256")
-        if path and sha and Path(path).exists() and provenance.sha256_file(path) != sha:
-            problems.append(f"{where}: dataset {path} no longer matches the hash the run "
-                            f"recorded ({sha[:12]}…); re-create it with `snakemake {path}`")
+    cfg = rd.config()
+    if run.get("config_hash") and cfg is not None and config_hash(cfg) != run["config_hash"]:
+        problems.append(f"{where}: {rd.file('config.json')} does not hash to the recorded "
+                        f"config hash {run['config_hash']}")
+    record = rd.record()
+    data = record.get("data", {})
+    path, sha = data.get("path"), data.get("sha256")
+    if path and sha and Path(path).exists() and provenance.sha256_file(path) != sha:
+        problems.append(f"{where}: dataset {path} no longer matches the hash the run "
+                        f"recorded ({sha[:12]}…); re-create it with `snakemake {path}`")
+    if cfg is None:
+        return
+    for stage, recorded, modules in (
+            ("train", record.get("code_version"), record.get("code_modules") or {}),
+            ("evaluate", (rd.evaluation() or {}).get("code_version"), {})):
+        if recorded is None:
+            continue
+        now = provenance.code_version(stage, cfg)
+        if now["version"] != recorded:
+            changed = sorted(m for m, h in now["modules"].items() if modules.get(m) != h)
+            changed += sorted(m for m in modules if m not in now["modules"])
+            what = f" (changed: {', '.join(changed)})" if modules else ""
+            code.append(f"{where}: produced by other {stage} code than this tree's (version "
+                        f"{recorded} != {now['version']}){what}")
 
 
-def audit(table: str | Path, verify: bool = False) -> AuditReport:
+def audit(table: str | Path, verify: bool = False,
+          accept_code_changes: bool = False) -> AuditReport:
     table = Path(table)
     side = provenance.read_json(sidecar_of(table))
     csv = pd.read_csv(table)
-    keys = side.get("keys", ["dataset", "model"])
-    report = AuditReport(table, side["rows"])
+    report = AuditReport(table, side["rows"], accept_code_changes=accept_code_changes)
     if not verify:
         return report
     problems = report.problems
-    run_dirs = [Path(r["run_dir"]) for row in side["rows"] for r in row["runs"]]
-    if side.get("task") == "memory_profile":
-        recomputed = summarise_profile([str(d) for d in dict.fromkeys(run_dirs)])
-        keys = ["model", "mode", "steps"]
-    else:
-        recomputed = summarise(run_rows(run_dirs), side["task"], reference_numbers())
+    keys = list(side.get("table_keys") or side.get("keys", ["dataset", "model"]))
+    run_dirs = list(dict.fromkeys(r["run_dir"] for row in side["rows"] for r in row["runs"]))
+    task = TableTask([get_task(t) for t in side["tasks"]])
+    recomputed = task.summarise(run_rows(run_dirs), reference_numbers())
     merged = csv.merge(recomputed, on=keys, how="outer", suffixes=("", "__recomputed"),
                        indicator=True)
     for _, r in merged.iterrows():
@@ -105,7 +122,11 @@ def audit(table: str | Path, verify: bool = False) -> AuditReport:
     for row in side["rows"]:
         label = "/".join(str(v) for v in row["key"].values())
         for run in row["runs"]:
-            _check_run(run, problems, f"row {label}, seed {run.get('seed')}")
+            _check_run(run, problems, report.code_changes, f"row {label}, seed {run.get('seed')}")
+    made_by = (side.get("code_versions") or {}).get("aggregate")
+    if made_by and made_by != provenance.code_version("aggregate")["version"]:
+        report.code_changes.append(f"table: made by other aggregation code than this tree's "
+                                   f"(version {made_by})")
     return report
 
 
@@ -119,13 +140,18 @@ def format_report(report: AuditReport) -> str:
             files = run.get("file_md5") or {}
             lines.append(
                 f"  seed {run.get('seed')} [{run.get('status')}] {run['run_dir']}\n"
-                f"    config {run.get('config_hash')}  commit {str(run.get('git_commit'))[:12]}"
-                f"{' (dirty)' if run.get('git_dirty') else ''}  data sha256 "
-                f"{str(run.get('data_sha256'))[:12]}  device {run.get('device')}\n"
+                f"    config {run.get('config_hash')}  code {run.get('code_version')}  commit "
+                f"{str(run.get('git_commit'))[:12]}{' (dirty)' if run.get('git_dirty') else ''}"
+                f"  data sha256 {str(run.get('data_sha256'))[:12]}  device {run.get('device')}\n"
                 f"    model.pt md5 {files.get('model.pt', '-')}  eval.json md5 "
                 f"{files.get('eval.json', '-')}  torch {pk.get('torch')}  "
                 f"torchdiffeq {pk.get('torchdiffeq')}  python {pk.get('python')}")
     if report.problems:
         lines.append(f"VERIFY FAILED: {len(report.problems)} problem(s)")
         lines += [f"  - {p}" for p in report.problems]
+    if report.code_changes:
+        verdict = ("accepted (--accept-code-changes)" if report.accept_code_changes
+                   else "VERIFY FAILED")
+        lines.append(f"{verdict}: {len(report.code_changes)} result(s) made by other code")
+        lines += [f"  - {p}" for p in report.code_changes]
     return "\n".join(lines)

@@ -1,4 +1,8 @@
-"""``odeflows`` command line: the commands the Snakemake rules call, usable on their own too."""
+"""``odeflows`` command line: the commands the Snakemake rules call, usable on their own too.
+
+Imports are deferred to the command that needs them: ``odeflows --help`` and the light commands
+start without loading torch.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +10,64 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
-from odeflows.config import ConfigError, RunSpec
+from odeflows.config import ConfigError
+
+
+def _names(kind: str, config_dir: str = "config") -> str:
+    """Known scales / experiments of the default config dir, for --help (never fails)."""
+    try:
+        if kind == "scales":
+            from odeflows.config import load_scales
+
+            return ", ".join(load_scales(config_dir))
+        from odeflows.config import experiment_ids
+
+        return ", ".join(experiment_ids(config_dir)) or "none found"
+    except (ConfigError, OSError):
+        return f"see {config_dir}/"
+
+
+def _config_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config-dir", default="config",
+                   help="directory with scales.yaml, datasets.yaml and experiments/*.yaml")
+
+
+def _scale(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--scale", required=required, default=None if required else "laptop",
+                   help=f"a scale of config/scales.yaml ({_names('scales')})"
+                        + ("" if required else "; default laptop"))
+
+
+def _modules(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--modules", nargs="+", help="the user's own modules to import (those of "
+                   "config/config.yaml; an experiment's own are imported from its file)")
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scale", required=True, choices=["smoke", "laptop", "paper"])
+    _scale(p)
     p.add_argument("--experiment", required=True)
     p.add_argument("--dataset", required=True)
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help="a model or variant of the experiment")
     p.add_argument("--seed", required=True, type=int)
-    p.add_argument("--config-dir", default="config", help="directory with experiments/*.yaml")
+    _modules(p)
+    _config_dir(p)
+
+
+def _workflow(args: argparse.Namespace) -> dict[str, Any]:
+    cfg: dict[str, Any] = {"scale": args.scale, "config_dir": args.config_dir}
+    if getattr(args, "experiments", None):
+        cfg["experiments"] = args.experiments
+    if getattr(args, "modules", None):
+        cfg["modules"] = args.modules
+    return cfg
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
-    from odeflows.config import run_matrix
+    from odeflows.config import plan
 
-    cfg = {"scale": args.scale, "experiments": args.experiments, "config_dir": args.config_dir}
-    specs = run_matrix(cfg)
+    specs = plan(_workflow(args)).runs
     print("scale\texperiment\tdataset\tmodel\tseed\trun_dir")
     for s in specs:
         print(f"{s.scale}\t{s.experiment}\t{s.dataset}\t{s.model}\t{s.seed}\t{s.path}")
@@ -31,10 +75,26 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    from odeflows.config import plan
+
+    p = plan(_workflow(args))
+    print(f"configuration valid: {len(p.runs)} runs of {len(p.experiments)} experiments at "
+          f"scale {p.scale}")
+    return 0
+
+
+def _load_modules(args: argparse.Namespace) -> None:
+    from odeflows import plugins
+
+    plugins.load(getattr(args, "modules", None) or [])
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     from odeflows.config import dataset_config
     from odeflows.data.prepared import prepare
 
+    _load_modules(args)
     cfg = dataset_config(args.dataset, args.scale, args.config_dir)
     if args.download:
         cfg["download"] = True
@@ -43,40 +103,27 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _spec_and_config(args: argparse.Namespace) -> tuple[RunSpec, dict]:
-    from odeflows.config import resolve_run
+def cmd_train(args: argparse.Namespace) -> int:
+    from odeflows.config import RunSpec, resolve_run
+    from odeflows.tasks import get_task
 
     spec = RunSpec(args.scale, args.experiment, args.dataset, args.model, args.seed)
-    return spec, resolve_run(spec, args.config_dir)
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    spec, cfg = _spec_and_config(args)
-    out = args.out or spec.path
-    if cfg["task"] == "memory_profile":
-        from odeflows.profiling import profile
-
-        summary = profile(cfg, args.data, out)
-    else:
-        from odeflows.train import train
-
-        summary = train(cfg, args.data, out, progress=not args.quiet)
+    cfg = resolve_run(spec, args.config_dir, args.modules or ())
+    summary = get_task(cfg["task"]).execute(cfg, args.data, args.out or spec.path,
+                                            progress=not args.quiet)
     print(json.dumps(summary, indent=2))
     return 0  # a failed run is a result (counted as a failed seed), not a workflow error
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from odeflows.provenance import read_json
+    from odeflows.rundir import RunDir
+    from odeflows.tasks import get_task
 
-    cfg = read_json(Path(args.run) / "config.json")
-    if cfg["task"] == "memory_profile":
-        from odeflows.aggregate import evaluate_profile
-
-        result = evaluate_profile(args.run)
-    else:
-        from odeflows.evaluate import evaluate
-
-        result = evaluate(args.run, args.data)
+    cfg = RunDir(args.run).config()
+    if cfg is None:
+        raise FileNotFoundError(f"{Path(args.run) / 'config.json'} is missing: train the run "
+                                "first")
+    result = get_task(cfg["task"]).evaluate_run(args.run, args.data)
     print(json.dumps(result, indent=2, default=str))
     return 0
 
@@ -84,8 +131,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_aggregate(args: argparse.Namespace) -> int:
     from odeflows.aggregate import aggregate
 
-    paths = aggregate(args.scale, args.experiment, args.out_dir, args.config_dir,
-                      args.reference)
+    paths = aggregate(args.scale, args.experiment, args.out_dir, args.config_dir, args.reference,
+                      args.modules or ())
     print("\n".join(map(str, paths)))
     return 0
 
@@ -93,7 +140,8 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from odeflows.plots import plot_experiment
 
-    paths = plot_experiment(args.scale, args.experiment, args.out_dir, args.config_dir)
+    paths = plot_experiment(args.scale, args.experiment, args.out_dir, args.config_dir,
+                            args.modules or ())
     print("\n".join(map(str, paths)))
     return 0
 
@@ -101,7 +149,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_claims(args: argparse.Namespace) -> int:
     from odeflows.claims import write_claims, write_metrics
 
-    claims = write_claims(args.scale, args.tables_dir, args.out)
+    _load_modules(args)
+    claims = write_claims(args.scale, args.tables_dir, args.out, args.config_dir)
     if args.metrics:
         write_metrics(args.tables_dir, args.metrics, claims)
     print(args.out)
@@ -111,28 +160,19 @@ def cmd_claims(args: argparse.Namespace) -> int:
 def cmd_parameters(args: argparse.Namespace) -> int:
     from odeflows.parameters import write_parameter_table
 
-    for path in write_parameter_table(args.out_dir, args.config_dir):
+    for path in write_parameter_table(args.out_dir, args.config_dir, args.experiments):
         print(path)
-    return 0
-
-
-def cmd_validate(args: argparse.Namespace) -> int:
-    from odeflows.config import run_matrix
-
-    specs = run_matrix({"scale": args.scale, "experiments": args.experiments,
-                        "config_dir": args.config_dir})
-    print(f"configuration valid: {len(specs)} runs at scale {args.scale}")
     return 0
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
     from odeflows.audit import audit, format_report
 
-    report = audit(args.table, verify=args.verify)
+    report = audit(args.table, verify=args.verify, accept_code_changes=args.accept_code_changes)
     print(format_report(report))
     if args.verify:
-        print("verify: OK — every cell recomputed from the per-seed files and every hash matches"
-              if report.ok else "verify: FAILED")
+        print("verify: OK — every cell recomputed from the per-seed files, every hash matches "
+              "and the code is this tree's" if report.ok else "verify: FAILED")
     return 0 if report.ok else 1
 
 
@@ -146,46 +186,69 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from odeflows import plugins
+    from odeflows.models import MODELS
+
+    plugins.load(args.modules or [])
+    for entry in sorted(MODELS.all(), key=lambda e: (e.name, e.data)):
+        opts = ", ".join(f"{k}={v['default']!r}" if "default" in v else f"{k} (required)"
+                         for k, v in entry.options.items())
+        print(f"{entry.name} [{entry.data}; {'/'.join(sorted(entry.kinds))}"
+              f"{'; samples' if entry.samples else ''}] {entry.description}\n    {opts}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="odeflows",
         description="Reproduce neural-ODE papers (FFJORD, AFFJORD, RNODE, ANODE, adjoint). "
-                    "Normally driven by `snakemake`; each stage can also be run by hand.")
+                    "Normally driven by `snakemake`; each stage can also be run by hand. "
+                    "Configuration errors are reported all at once, before anything runs.")
     sub = parser.add_subparsers(dest="command", required=True)
-    from odeflows.config import EXPERIMENTS as experiments
+
+    def with_matrix(p: argparse.ArgumentParser) -> None:
+        _scale(p, required=False)
+        p.add_argument("--experiments", nargs="+",
+                       help=f"default: every experiment ({_names('experiments')})")
+        _modules(p)
+        _config_dir(p)
 
     p = sub.add_parser("matrix", help="list the run matrix of a scale (TSV)")
-    p.add_argument("--scale", default="laptop", choices=["smoke", "laptop", "paper"])
-    p.add_argument("--experiments", nargs="+", default=list(experiments),
-                   help="default: every experiment")
-    p.add_argument("--config-dir", default="config")
+    with_matrix(p)
     p.set_defaults(func=cmd_matrix)
+
+    p = sub.add_parser("validate", help="check the whole configuration of a scale; every "
+                                        "problem is listed, nothing is run")
+    with_matrix(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("models", help="list the registered models, their kinds and options")
+    _modules(p)
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("parameters", help="parameter counts of the paper configurations beside "
                        "the papers' (AFFJORD Table 2, RNODE Table 2, ANODE App. F.2.2)")
     p.add_argument("--out-dir", required=True, help="writes parameters.csv and parameters.md")
-    p.add_argument("--config-dir", default="config")
+    p.add_argument("--experiments", nargs="+",
+                   help="default: every experiment with paper-scale settings")
+    _config_dir(p)
     p.set_defaults(func=cmd_parameters)
-
-    p = sub.add_parser("validate", help="validate the configuration of a scale")
-    p.add_argument("--scale", default="laptop", choices=["smoke", "laptop", "paper"])
-    p.add_argument("--experiments", nargs="+", default=list(experiments),
-                   help="default: every experiment")
-    p.add_argument("--config-dir", default="config")
-    p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("prepare", help="generate a dataset's fixed train/val/test splits (image "
                        "sets: read data/raw/<name>, see --download)")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--scale", required=True, choices=["smoke", "laptop", "paper"])
+    p.add_argument("--dataset", required=True, help="a dataset of config/datasets.yaml")
+    _scale(p)
     p.add_argument("--download", action="store_true",
                    help="image sets torchvision can fetch: download the raw files into "
                         "data/raw/<name> first (needs network access)")
     p.add_argument("--out", required=True, help="output .npz (a .json sidecar is written too)")
-    p.add_argument("--config-dir", default="config")
+    _modules(p)
+    _config_dir(p)
     p.set_defaults(func=cmd_prepare)
 
-    p = sub.add_parser("train", help="train (or resume) one run; memory profiles for node_adjoint")
+    p = sub.add_parser("train", help="train (or resume) one run; memory-profile experiments "
+                                     "profile instead")
     _add_run_args(p)
     p.add_argument("--data", required=True, help="prepared dataset .npz")
     p.add_argument("--out", help="run directory (default results/<scale>/runs/...)")
@@ -198,33 +261,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("aggregate", help="tables (CSV, Markdown, provenance) of one experiment")
-    p.add_argument("--scale", required=True, choices=["smoke", "laptop", "paper"])
-    p.add_argument("--experiment", required=True, choices=experiments)
+    _scale(p)
+    p.add_argument("--experiment", required=True, help=_names("experiments"))
     p.add_argument("--out-dir", required=True)
-    p.add_argument("--config-dir", default="config")
+    _config_dir(p)
     p.add_argument("--reference", default=None, help="paper numbers YAML (default: packaged)")
+    _modules(p)
     p.set_defaults(func=cmd_aggregate)
 
     p = sub.add_parser("plot", help="figures (PNG and PDF) of one experiment")
-    p.add_argument("--scale", required=True, choices=["smoke", "laptop", "paper"])
-    p.add_argument("--experiment", required=True, choices=experiments)
+    _scale(p)
+    p.add_argument("--experiment", required=True, help=_names("experiments"))
     p.add_argument("--out-dir", required=True)
-    p.add_argument("--config-dir", default="config")
+    _modules(p)
+    _config_dir(p)
     p.set_defaults(func=cmd_plot)
 
-    p = sub.add_parser("claims", help="verdicts on the SPEC claims this scale can test")
-    p.add_argument("--scale", required=True, choices=["smoke", "laptop", "paper"])
+    p = sub.add_parser("claims", help="verdicts on the papers' claims this scale can test")
+    _scale(p)
     p.add_argument("--tables-dir", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--metrics", help="also write headline numbers as JSON (for dvc metrics)")
+    _modules(p)
+    _config_dir(p)
     p.set_defaults(func=cmd_claims)
 
     p = sub.add_parser("audit", help="show the runs behind every cell of a table; --verify "
-                                     "recomputes cells and checks hashes")
+                                     "recomputes cells and checks hashes and code versions")
     p.add_argument("table", help="results/<scale>/tables/<experiment>.csv")
     p.add_argument("--verify", action="store_true",
-                   help="recompute every cell from per-seed files and check every hash; "
-                        "exit 1 on any mismatch")
+                   help="recompute every cell from per-seed files, check every hash and that "
+                        "each run was made by this tree's code; exit 1 on any mismatch")
+    p.add_argument("--accept-code-changes", action="store_true",
+                   help="with --verify: report results made by other code, but do not fail")
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("show", help="print a finished run's config, evaluation and size")
@@ -235,12 +304,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from odeflows.plugins import PluginError
+    from odeflows.registry import UnknownName
+
     try:
         return args.func(args)
     except ConfigError as err:
         print(f"odeflows: {err}", file=sys.stderr)
         return 2
-    except FileNotFoundError as err:
+    except (FileNotFoundError, UnknownName, PluginError) as err:
         print(f"odeflows: {err}", file=sys.stderr)
         return 2
 

@@ -1,17 +1,19 @@
 """Figures of one experiment, drawn from finished run directories and prepared data only.
 
-Nothing here trains or evaluates a model: every number comes from ``eval.json``, ``metrics.csv``,
-``trajectories.npz``, ``density.npz`` or ``profile.csv`` under ``results/<scale>/runs`` and from
-``data/prepared/<scale>``, so figures can be redrawn cheaply and always match the tables. Failed
-runs are left out of curves but counted in the legend, so a good-looking mean cannot hide seeds
-that diverged. Each figure is written as PNG (for the report) and PDF (for papers).
+Nothing here trains or evaluates a model: every number comes from the run directories
+(:class:`odeflows.rundir.RunDir`: ``eval.json``, ``metrics.csv``, ``trajectories.npz``,
+``density.npz``, ``profile.csv``) and from ``data/prepared/<scale>``, so figures can be redrawn
+cheaply and always match the tables. Failed runs are left out of curves but counted in the
+legend, so a good-looking mean cannot hide seeds that diverged. Which figures an experiment gets
+is its runs' tasks' choice (:meth:`odeflows.tasks.Task.figures`); models are named and coloured
+as their registry entries (or the experiment's ``display``) say. Each figure is written as PNG
+(for the report) and PDF (for papers).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,11 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
-from odeflows.config import RunSpec, load_experiment, run_matrix
+from odeflows.config import RunSpec, load_datasets, load_experiment, plan
+from odeflows.data.prepared import load as load_prepared
+from odeflows.models import get_model
+from odeflows.rundir import COMPLETED, RunDir
+from odeflows.tasks import get_task
 
 # Agg before pyplot: the workflow runs headless and must never try to open a display
 matplotlib.use("Agg")
@@ -32,17 +38,8 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: 
 DPI = 130
 NO_DATA = "no completed runs"
 
-# one colour per model across every figure, so a reader can match curves between figures
-MODEL_COLORS = {
-    "resnet": "0.45",
-    "node": "tab:blue",
-    "anode": "tab:orange",
-    "ffjord": "tab:blue",
-    "affjord": "tab:red",
-}
+# a model without a declared colour gets one of these, stably (hash() of str is salted)
 _FALLBACK_COLORS = ["tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
-MODEL_NAMES = {"resnet": "ResNet", "node": "NODE", "anode": "ANODE", "ffjord": "FFJORD",
-               "affjord": "AFFJORD"}
 # targets get a red/blue pair that is not a model colour, so panels coloured by label are not
 # misread as "this is the NODE curve"
 TARGET_COLORS = {1.0: "#b2182b", -1.0: "#2166ac"}
@@ -57,38 +54,36 @@ TRAJECTORY_DATASETS = ("g1d",)
 FEATURE_DATASETS = ("spheres2d",)
 
 
-def model_color(model: str) -> str:
-    if model in MODEL_COLORS:
-        return MODEL_COLORS[model]
-    # stable across calls and processes (hash() of str is salted per process)
+def fallback_color(model: str) -> str:
     return _FALLBACK_COLORS[sum(map(ord, model)) % len(_FALLBACK_COLORS)]
 
 
 @dataclass
 class Run:
-    """One run directory and what its ``eval.json`` says about it."""
+    """One run: its coordinates, directory and status (completed, failed, or missing: not run
+    yet, or eval.json unreadable)."""
 
     spec: RunSpec
-    path: Path
-    status: str  # "completed", "failed" or "missing" (not run yet, or eval.json unreadable)
-    evaluation: dict[str, Any] = field(default_factory=dict)
+    dir: RunDir
+    status: str
+
+    @classmethod
+    def of(cls, spec: RunSpec) -> Run:
+        rd = RunDir.of(spec)
+        return cls(spec, rd, rd.status)
 
     @property
     def ok(self) -> bool:
-        return self.status == "completed"
+        return self.status == COMPLETED
 
+    @property
+    def path(self) -> Path:
+        return self.dir.path
 
-def _load_run(spec: RunSpec) -> Run:
-    path = Path(spec.path)
-    eval_path = path / "eval.json"
-    if not eval_path.exists():
-        return Run(spec, path, "missing")
-    try:
-        evaluation = json.loads(eval_path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return Run(spec, path, "missing")
-    status = "completed" if evaluation.get("status") == "completed" else "failed"
-    return Run(spec, path, status, evaluation)
+    @property
+    def evaluation(self) -> dict[str, Any]:
+        """What ``eval.json`` says (empty when missing)."""
+        return self.dir.evaluation() or {}
 
 
 @dataclass
@@ -98,6 +93,7 @@ class Group:
     dataset: str
     model: str
     runs: list[Run]
+    color: str = "0.3"
 
     @property
     def completed(self) -> list[Run]:
@@ -119,7 +115,7 @@ class Group:
     def first_completed(self, path_name: str) -> Run | None:
         """The lowest completed seed that has ``path_name`` (seed 0 unless that one failed)."""
         for run in sorted(self.runs, key=lambda r: r.spec.seed):
-            if run.ok and (run.path / path_name).exists():
+            if run.ok and run.dir.has(path_name):
                 return run
         return None
 
@@ -127,14 +123,15 @@ class Group:
 class Experiment:
     """The run matrix of one experiment at one scale, grouped by dataset and model."""
 
-    def __init__(self, scale: str, experiment: str, config_dir: str | Path):
+    def __init__(self, scale: str, experiment: str, config_dir: str | Path,
+                 modules: Sequence[str] = ()):
         self.scale = scale
         self.id = experiment
         self.config_dir = Path(config_dir)
         self.cfg = load_experiment(experiment, config_dir)
-        specs = run_matrix({"scale": scale, "experiments": [experiment],
-                            "config_dir": str(config_dir)})
-        runs = [_load_run(s) for s in specs]
+        self.plan = plan({"scale": scale, "experiments": [experiment],
+                          "config_dir": str(config_dir), "modules": list(modules)})
+        runs = [Run.of(s) for s in self.plan.runs]
         # keep the experiment file's order (e.g. resnet, node, anode) rather than alphabetical
         ds_order = {d: i for i, d in enumerate(self.cfg["datasets"])}
         m_order = {m: i for i, m in enumerate(self.cfg["models"])}
@@ -144,10 +141,59 @@ class Experiment:
             (d, m): Group(d, m, [r for r in runs if (r.spec.dataset, r.spec.model) == (d, m)])
             for d in self.datasets for m in self.models
         }
-        self.seeds = int(self.cfg["scales"][scale].get("seeds", 1))
+        for group in self.groups.values():
+            group.color = self.color(group.model)
+        self.seeds = len({r.spec.seed for r in runs}) or 1
 
     def group(self, dataset: str, model: str) -> Group:
         return self.groups.get((dataset, model), Group(dataset, model, []))
+
+    def config(self, dataset: str, model: str) -> dict[str, Any] | None:
+        """The resolved run config of a (dataset, model) cell (seed 0's)."""
+        return self.plan.configs.get(RunSpec(self.scale, self.id, dataset, model, 0))
+
+    def _entry(self, model: str) -> Any | None:
+        for d in self.datasets:
+            cfg = self.config(d, model)
+            if cfg is not None:
+                return get_model(cfg["model"], cfg["data"]["kind"])
+        return None
+
+    def name(self, model: str) -> str:
+        """Display name: the experiment's ``display`` label, else the model entry's label."""
+        shown = self.cfg.get("display", {}).get(model, {})
+        entry = self._entry(model)
+        if "label" in shown:
+            return shown["label"]
+        return entry.label if entry is not None and entry.label and \
+            model not in self.cfg.get("variants", {}) else model
+
+    def color(self, model: str) -> str:
+        """One colour per model across every figure, so curves can be matched between them."""
+        shown = self.cfg.get("display", {}).get(model, {})
+        entry = self._entry(model)
+        if "color" in shown:
+            return shown["color"]
+        if entry is not None and entry.color and model not in self.cfg.get("variants", {}):
+            return entry.color
+        return fallback_color(model)
+
+    def restrict(self, datasets: Sequence[str]) -> Experiment:
+        """The same experiment seen through ``datasets`` only (runs and groups are shared)."""
+        import copy
+
+        view = copy.copy(self)
+        view.datasets = [d for d in self.datasets if d in set(datasets)]
+        return view
+
+    def image_datasets(self) -> list[str]:
+        """The experiment's datasets of images (as their generators declare)."""
+        kinds = {s.dataset: c["data"]["kind"] for s, c in self.plan.configs.items()}
+        return [d for d in self.datasets if kinds.get(d) == "images"]
+
+    def dataset_title(self, dataset: str) -> str:
+        """How figures title a dataset (offline subsets say what they are)."""
+        return load_datasets(self.config_dir).get(dataset, {}).get("title", dataset)
 
     def status_lines(self, datasets: Sequence[str] | None = None) -> list[str]:
         """One legend-style line per (dataset, model), for figures with nothing to draw."""
@@ -211,28 +257,16 @@ def _empty_figure(out_dir: Path, name: str, title: str, caption: str,
     return _save(fig, out_dir, name)
 
 
-def _read_csv(path: Path) -> pd.DataFrame | None:
-    if not path.exists():
-        return None
-    try:
-        df = pd.read_csv(path)
-    except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError):
-        return None
-    return None if df.empty else df
-
-
-def _load_npz(path: Path) -> dict[str, np.ndarray] | None:
-    if not path.exists():
-        return None
-    try:
-        with np.load(path) as data:
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError):
-        return None
+def _metrics(run: Run) -> pd.DataFrame | None:
+    df = run.dir.metrics()
+    return None if df is None or df.empty else df
 
 
 def _prepared(scale: str, dataset: str) -> dict[str, np.ndarray] | None:
-    return _load_npz(Path("data") / "prepared" / scale / f"{dataset}.npz")
+    try:
+        return load_prepared(Path("data") / "prepared" / scale / f"{dataset}.npz")
+    except (FileNotFoundError, OSError, ValueError):
+        return None
 
 
 def _band(ax: Axes, curves: Sequence[pd.Series], color: str, label: str,
@@ -273,7 +307,7 @@ def _image_panel(ax: Axes) -> None:
 
 
 def _per_epoch(run: Run, column: str) -> pd.Series | None:
-    metrics = _read_csv(run.path / "metrics.csv")
+    metrics = _metrics(run)
     if metrics is None or column not in metrics or "epoch" not in metrics:
         return None
     values = pd.to_numeric(metrics[column], errors="coerce")
@@ -296,11 +330,11 @@ def _epoch_curves(exp: Experiment, out_dir: Path, name: str, column: str, title:
             curves = [c for c in curves if c is not None and not c.empty]
             if not curves and not group.runs:
                 continue
-            if _band(ax, curves, model_color(model), group.label(len(curves))):
+            if _band(ax, curves, exp.color(model), group.label(len(curves))):
                 drawn = True
             else:
                 # still name the model so a reader sees it was attempted and why it is absent
-                ax.plot([], [], color=model_color(model), label=group.label(0))
+                ax.plot([], [], color=exp.color(model), label=group.label(0))
         if not drawn:
             _no_data(ax)
         ax.set_xlabel("epoch")
@@ -316,8 +350,6 @@ def _epoch_curves(exp: Experiment, out_dir: Path, name: str, column: str, title:
 
 def _has_nfe(exp: Experiment, model: str) -> bool:
     """Discrete models (ResNet) log zero NFE; leave them out rather than draw a flat zero line."""
-    if model == "resnet":
-        return False
     for dataset in exp.datasets:
         for run in exp.group(dataset, model).completed:
             series = _per_epoch(run, "nfe_forward")
@@ -344,16 +376,16 @@ def _trajectories(exp: Experiment, out_dir: Path, dataset: str) -> list[Path]:
     for model in exp.models:
         run = exp.group(dataset, model).first_completed("trajectories.npz")
         panels.append((model, run, "time"))
-        if model == "anode":
+        if (exp.config(dataset, model) or {}).get("model_cfg", {}).get("augment_dim"):
             # the augmented coordinate is where ANODE routes trajectories past each other
             panels.append((model, run, "phase"))
     if not any(run for _, run, _ in panels):
         return _empty_figure(out_dir, name, title, exp.caption(), exp.status_lines([dataset]))
     fig, axes = _figure(1, len(panels), panel=(4.0, 3.5))
     for ax, (model, run, kind) in zip(axes[0], panels, strict=True):
-        data = _load_npz(run.path / "trajectories.npz") if run else None
+        data = run.dir.arrays("trajectories") if run else None
         if data is None:
-            ax.set_title(MODEL_NAMES.get(model, model))
+            ax.set_title(exp.name(model))
             _no_data(ax)
             continue
         states, times, y = _distinct_trajectories(data)
@@ -371,7 +403,7 @@ def _trajectories(exp: Experiment, out_dir: Path, dataset: str) -> list[Path]:
             discrete = model == "resnet"
             ax.set_xlabel("residual block" if discrete else "ODE time t")
             ax.set_ylabel("h₀ (first state coordinate)")
-            ax.set_title(f"{MODEL_NAMES.get(model, model)} ({seed})")
+            ax.set_title(f"{exp.name(model)} ({seed})")
             if discrete:
                 ax.xaxis.get_major_locator().set_params(integer=True)
             star = Line2D([], [], color="w", marker="*", markeredgecolor="k", markersize=10,
@@ -380,7 +412,7 @@ def _trajectories(exp: Experiment, out_dir: Path, dataset: str) -> list[Path]:
         else:
             aug = data["x"].shape[1]  # first augmented coordinate follows the d input coordinates
             if states.shape[2] <= aug:
-                ax.set_title(f"{MODEL_NAMES.get(model, model)}: augmented dimension")
+                ax.set_title(f"{exp.name(model)}: augmented dimension")
                 _no_data(ax, "no augmented dimension")
                 continue
             alpha = 0.9 if len(colors) <= 10 else 0.45
@@ -392,7 +424,7 @@ def _trajectories(exp: Experiment, out_dir: Path, dataset: str) -> list[Path]:
                        edgecolors="k", linewidths=0.4, zorder=3)
             ax.set_xlabel("h₀ (first state coordinate)")
             ax.set_ylabel(f"h{_sub(aug)} (first augmented coordinate)")
-            ax.set_title(f"{MODEL_NAMES.get(model, model)}: h₀ vs augmented ({seed})")
+            ax.set_title(f"{exp.name(model)}: h₀ vs augmented ({seed})")
             start = Line2D([], [], color="w", marker="o", markeredgecolor="k", label="t = 0")
             end = Line2D([], [], color="w", marker="s", markeredgecolor="k", label="t end")
             _target_legend(ax, [start, end])
@@ -424,7 +456,7 @@ def _features(exp: Experiment, out_dir: Path, dataset: str) -> list[Path]:
     name = f"features_{dataset}"
     title = f"Inputs and learned features on {dataset}: final hidden state (h₀, h₁)"
     runs = {m: exp.group(dataset, m).first_completed("trajectories.npz") for m in exp.models}
-    loaded = {m: _load_npz(r.path / "trajectories.npz") if r else None for m, r in runs.items()}
+    loaded = {m: r.dir.arrays("trajectories") if r else None for m, r in runs.items()}
     inputs = next((d for d in loaded.values() if d is not None), None)
     if inputs is None:
         return _empty_figure(out_dir, name, title, exp.caption(), exp.status_lines([dataset]))
@@ -432,7 +464,7 @@ def _features(exp: Experiment, out_dir: Path, dataset: str) -> list[Path]:
     panels = [("input x", inputs["x"], inputs["y"], "x₁", "x₂")]
     for m in exp.models:
         d = loaded[m]
-        label = MODEL_NAMES.get(m, m) + (f" (seed {runs[m].spec.seed})" if runs[m] else "")
+        label = exp.name(m) + (f" (seed {runs[m].spec.seed})" if runs[m] else "")
         panels.append((label, None if d is None else d["states"][-1], None if d is None
                        else d["y"], "h₀", "h₁"))
     for ax, (label, points, y, xl, yl) in zip(axes[0], panels, strict=True):
@@ -451,7 +483,7 @@ def _features(exp: Experiment, out_dir: Path, dataset: str) -> list[Path]:
     return _save(fig, out_dir, name)
 
 
-def _plot_regression(exp: Experiment, out_dir: Path) -> list[Path]:
+def plot_regression(exp: Experiment, out_dir: Path) -> list[Path]:
     paths = _epoch_curves(exp, out_dir, "loss", "loss", "Training loss",
                           "training loss (smooth-L1, dimensionless)", exp.models)
     nfe_models = [m for m in exp.models if _has_nfe(exp, m)]
@@ -471,7 +503,12 @@ def _plot_regression(exp: Experiment, out_dir: Path) -> list[Path]:
 
 
 def _grid_limit(exp: Experiment) -> float:
-    return float(exp.cfg.get("defaults", {}).get("eval", {}).get("grid_limit", 1.6))
+    for d in exp.datasets:
+        for m in exp.models:
+            cfg = exp.config(d, m)
+            if cfg is not None and "grid_limit" in cfg["eval"]:
+                return float(cfg["eval"]["grid_limit"])
+    return 1.6
 
 
 def _seed_text(exp: Experiment, model: str, path_name: str) -> str:
@@ -484,7 +521,7 @@ def _seed_text(exp: Experiment, model: str, path_name: str) -> str:
 def _densities(exp: Experiment, out_dir: Path) -> list[Path]:
     name, title = "densities", "Data and learned densities"
     prepared = {d: _prepared(exp.scale, d) for d in exp.datasets}
-    dens = {(d, m): _load_npz(r.path / "density.npz") if r else None
+    dens = {(d, m): r.dir.arrays("density") if r else None
             for d in exp.datasets for m in exp.models
             for r in [exp.group(d, m).first_completed("density.npz")]}
     if all(v is None for v in dens.values()) and all(v is None for v in prepared.values()):
@@ -521,14 +558,14 @@ def _densities(exp: Experiment, out_dir: Path) -> list[Path]:
         axes[row, 0].set_ylabel(dataset, fontsize=11)
     axes[0, 0].set_title("data (test histogram)")
     for col, model in enumerate(exp.models, start=1):
-        axes[0, col].set_title(f"{MODEL_NAMES.get(model, model)} density p(x) "
+        axes[0, col].set_title(f"{exp.name(model)} density p(x) "
                                f"({_seed_text(exp, model, 'density.npz')})")
     _title(fig, title, exp.caption(f"x, y ∈ [−{lim:g}, {lim:g}]; colour = density (per panel)"))
     return _save(fig, out_dir, name)
 
 
 def _val_series(run: Run) -> pd.Series | None:
-    metrics = _read_csv(run.path / "metrics.csv")
+    metrics = _metrics(run)
     if metrics is None or "val_loss" not in metrics:
         return None
     val = pd.to_numeric(metrics["val_loss"], errors="coerce")
@@ -546,10 +583,10 @@ def _val_loss(exp: Experiment, out_dir: Path) -> list[Path]:
             group = exp.group(dataset, model)
             curves = [c for c in (_val_series(r) for r in group.completed)
                       if c is not None and not c.empty]
-            if _band(ax, curves, model_color(model), group.label(len(curves))):
+            if _band(ax, curves, exp.color(model), group.label(len(curves))):
                 drawn = True
             else:
-                ax.plot([], [], color=model_color(model), label=group.label(0))
+                ax.plot([], [], color=exp.color(model), label=group.label(0))
         if not drawn:
             _no_data(ax)
         any_drawn |= drawn
@@ -567,7 +604,7 @@ def _val_loss(exp: Experiment, out_dir: Path) -> list[Path]:
 
 def _samples(exp: Experiment, out_dir: Path) -> list[Path]:
     name, title = "samples", "Data and model samples"
-    samples = {(d, m): _load_npz(r.path / "density.npz") if r else None
+    samples = {(d, m): r.dir.arrays("density") if r else None
                for d in exp.datasets for m in exp.models
                for r in [exp.group(d, m).first_completed("density.npz")]}
     if all(v is None for v in samples.values()):
@@ -580,7 +617,7 @@ def _samples(exp: Experiment, out_dir: Path) -> list[Path]:
             (None if data is None else data["x_test"], DATA_COLOR, "no prepared data")]
         for model in exp.models:
             d = samples[(dataset, model)]
-            cells.append((None if d is None else d["samples"], model_color(model),
+            cells.append((None if d is None else d["samples"], exp.color(model),
                           f"{NO_DATA}\n{exp.group(dataset, model).label()}"))
         for col, (points, color, missing) in enumerate(cells):
             ax = axes[row, col]
@@ -597,37 +634,14 @@ def _samples(exp: Experiment, out_dir: Path) -> list[Path]:
         axes[row, 0].set_ylabel(dataset, fontsize=11)
     axes[0, 0].set_title("data (test set)")
     for col, model in enumerate(exp.models, start=1):
-        axes[0, col].set_title(f"{MODEL_NAMES.get(model, model)} samples "
+        axes[0, col].set_title(f"{exp.name(model)} samples "
                                f"({_seed_text(exp, model, 'density.npz')})")
     _title(fig, title, exp.caption(f"x, y ∈ [−{lim:g}, {lim:g}]"))
     return _save(fig, out_dir, name)
 
 
-def _plot_density(exp: Experiment, out_dir: Path) -> list[Path]:
-    # an experiment over toy and image sets (affjord_rnode): the figures above draw the toy sets
-    # only, and the image sets get the image-flow figures
-    from odeflows.plots_images import image_datasets, plot_image_density, restrict
-
-    images = image_datasets(exp)
-    toy = restrict(exp, [d for d in exp.datasets if d not in images]) if images else exp
-    paths: list[Path] = []
-    if toy.datasets or not images:
-        paths += _densities(toy, out_dir) + _val_loss(toy, out_dir) + _samples(toy, out_dir)
-    if images:
-        paths += plot_image_density(restrict(exp, images), out_dir)
-    return paths
-
-
-def _plot_image_density(exp: Experiment, out_dir: Path) -> list[Path]:
-    from odeflows.plots_images import plot_image_density
-
-    return plot_image_density(exp, out_dir)
-
-
-def _plot_classification(exp: Experiment, out_dir: Path) -> list[Path]:
-    from odeflows.plots_images import plot_classification
-
-    return plot_classification(exp, out_dir)
+def plot_density(exp: Experiment, out_dir: Path) -> list[Path]:
+    return _densities(exp, out_dir) + _val_loss(exp, out_dir) + _samples(exp, out_dir)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -640,7 +654,7 @@ def _profile_vs_steps(exp: Experiment, out_dir: Path, name: str, column: str, sc
     for model in exp.models:
         for dataset in exp.datasets:
             for run in exp.group(dataset, model).completed:
-                prof = _read_csv(run.path / "profile.csv")
+                prof = run.dir.profile()
                 if prof is not None and {"mode", "steps", column} <= set(prof.columns):
                     tables[model].append(prof.assign(seed=run.spec.seed))
     if not any(tables.values()):
@@ -650,7 +664,7 @@ def _profile_vs_steps(exp: Experiment, out_dir: Path, name: str, column: str, sc
         groups = [exp.group(d, model) for d in exp.datasets]
         failed = sum(g.count("failed") for g in groups)
         missing = sum(g.count("missing") for g in groups)
-        ax.set_title(MODEL_NAMES.get(model, model))
+        ax.set_title(exp.name(model))
         if not tables[model]:
             _no_data(ax, f"{NO_DATA}\n{groups[0].label()}" if groups else NO_DATA)
             continue
@@ -713,7 +727,7 @@ def _log_ticks(ax: Axes) -> None:
     ax.yaxis.set_minor_locator(NullLocator())
 
 
-def _plot_memory(exp: Experiment, out_dir: Path) -> list[Path]:
+def plot_memory(exp: Experiment, out_dir: Path) -> list[Path]:
     return (
         _profile_vs_steps(exp, out_dir, "memory_vs_steps", "peak_saved_bytes", 1 / 2**20,
                           "Peak memory saved for backward vs solver steps",
@@ -724,25 +738,27 @@ def _plot_memory(exp: Experiment, out_dir: Path) -> list[Path]:
     )
 
 
-PLOTTERS = {"regression": _plot_regression, "density": _plot_density,
-            "memory_profile": _plot_memory, "classification": _plot_classification,
-            "image_density": _plot_image_density}
-
-
 def plot_experiment(scale: str, experiment: str, out_dir: str | Path,
-                    config_dir: str | Path = "config") -> list[Path]:
-    """Write every figure of ``experiment`` at ``scale`` into ``out_dir`` as PNG and PDF.
+                    config_dir: str | Path = "config", modules: Sequence[str] = ()
+                    ) -> list[Path]:
+    """Write every figure of ``experiment`` at ``scale`` into ``out_dir`` as PNG and PDF: the
+    figures of each task its runs have, over that task's datasets.
 
     Reads run directories (paths relative to the working directory) and prepared data only.
     Returns the paths written, PNG before PDF for each figure.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    exp = Experiment(scale, experiment, config_dir)
-    task = exp.cfg["task"]
-    if task not in PLOTTERS:
-        raise ValueError(f"no figures for task {task!r}; known tasks: {', '.join(PLOTTERS)}")
+    exp = Experiment(scale, experiment, config_dir, modules)
+    by_task: dict[str, list[str]] = {}
+    for spec in exp.plan.runs:
+        datasets = by_task.setdefault(exp.plan.configs[spec]["task"], [])
+        if spec.dataset not in datasets:
+            datasets.append(spec.dataset)
+    paths: list[Path] = []
     # one style for every figure, without touching the global rcParams of a calling process
     with plt.rc_context({"axes.titlesize": 10, "axes.labelsize": 9, "xtick.labelsize": 8,
                          "ytick.labelsize": 8}):
-        return PLOTTERS[task](exp, out_dir)
+        for task, datasets in by_task.items():
+            paths += get_task(task).figures(exp.restrict(datasets), out_dir)
+    return paths

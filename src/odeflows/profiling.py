@@ -9,22 +9,23 @@ not; on CUDA the allocator's peak is recorded as well.
 
 from __future__ import annotations
 
-import csv
 import time
 import weakref
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import torch
 
 from odeflows import provenance
-from odeflows.config import config_hash
+from odeflows.data import get_generator
 from odeflows.data.prepared import load as load_data
-from odeflows.data.prepared import load_meta
-from odeflows.models import CLASSIFIERS, build_model
+from odeflows.models import build_model, get_model
 from odeflows.ode import count_nfe, reset_nfe
-from odeflows.tasks import make_task
-from odeflows.train import seed_everything
+from odeflows.rundir import RunDir
+from odeflows.tasks import select_task
+from odeflows.train import run_record, seed_everything
 
 FIELDS = ["mode", "steps", "repeat", "peak_saved_bytes", "seconds", "nfe_forward",
           "nfe_backward", "loss", "cuda_peak_bytes"]
@@ -74,14 +75,15 @@ class _Handle:
 
 def measure_step(cfg: dict[str, Any], data: dict[str, Any], steps: int, adjoint: bool
                  ) -> dict[str, Any]:
-    """One forward+backward of a fresh, seeded model with rk4 at ``steps`` steps."""
+    """One forward+backward of a fresh, seeded model with rk4 at ``steps`` steps, on the loss of
+    the task the model would train with on this dataset."""
     cfg = {**cfg, "solver": {**cfg["solver"], "steps": steps, "adjoint": adjoint}}
     seed_everything(cfg["seed"])
     x = torch.from_numpy(data["x_train"][: cfg["train"]["batch_size"]])
+    entry = get_model(cfg["model"], cfg["data"]["kind"])
+    task = select_task(entry, get_generator(cfg["data"]["generator"]))
     y = data.get("y_train")
-    # classifiers regress the labels; flows fit the density of the same points
-    y = torch.from_numpy(y[: len(x)]) if y is not None and cfg["model"] in CLASSIFIERS else None
-    task = make_task("regression" if y is not None else "density")
+    y = torch.from_numpy(y[: len(x)]) if y is not None and task.supervised else None
     model = build_model(cfg, x.shape[1], 1)
     model.train()
     gen = torch.Generator().manual_seed(cfg["seed"])
@@ -103,17 +105,12 @@ def measure_step(cfg: dict[str, Any], data: dict[str, Any], steps: int, adjoint:
 
 
 def profile(cfg: dict[str, Any], data_path: str | Path, run_dir: str | Path) -> dict[str, Any]:
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run = RunDir(run_dir)
+    run.path.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(int(cfg["train"].get("threads", 1)))
-    provenance.write_json_atomic(run_dir / "config.json", cfg)
-    chash = config_hash(cfg)
-    provenance.write_json_atomic(run_dir / "record.json", {
-        "run_dir": str(run_dir), "experiment": cfg["experiment"], "dataset": cfg["dataset"],
-        "model": cfg["model"], "seed": cfg["seed"], "scale": cfg["scale"], "config_hash": chash,
-        "git": provenance.git_state(), "data": {"path": str(data_path), **load_meta(data_path)},
-        "packages": provenance.package_versions(), "host": provenance.host_info(),
-    })
+    run.write_config(cfg)
+    record = run_record(cfg, data_path, run_dir=run.path)
+    run.write_record(record)
     data = load_data(data_path)
     pcfg = cfg["profile"]
     rows = []
@@ -125,11 +122,71 @@ def profile(cfg: dict[str, Any], data_path: str | Path, run_dir: str | Path) -> 
             for rep in range(int(pcfg.get("repeats", 1))):
                 row = measure_step(cfg, data, int(steps), adjoint=mode == "adjoint")
                 rows.append({"mode": mode, "repeat": rep, **row})
-    with open(run_dir / "profile.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    summary = {"status": "completed", "reason": None, "config_hash": chash,
+    run.write_profile(rows, FIELDS)
+    summary = {"status": "completed", "reason": None, "config_hash": record["config_hash"],
+               "code_version": record["code_version"],
                "train_wall_seconds": time.perf_counter() - t_start, "rows": len(rows)}
-    provenance.write_json_atomic(run_dir / "summary.json", summary)
+    run.write_summary(summary)
     return summary
+
+
+def evaluate_profile(run_dir: str | Path) -> dict[str, Any]:
+    """Summarise a profile: growth of peak saved memory with solver steps."""
+    run = RunDir(run_dir)
+    prof = run.profile()
+    result: dict[str, Any] = {"status": "completed", "reason": None,
+                              "code_version": provenance.code_version("evaluate", run.config())}
+    for mode, grp in prof.groupby("mode"):
+        by_steps = grp.groupby("steps")[["peak_saved_bytes", "seconds"]].mean()
+        steps = by_steps.index.to_numpy(dtype=float)
+        mem = by_steps["peak_saved_bytes"].to_numpy(dtype=float)
+        slope = float(np.polyfit(steps, mem, 1)[0]) if len(steps) > 1 else float("nan")
+        result[f"{mode}_memory_growth_ratio"] = float(mem[-1] / mem[0])
+        result[f"{mode}_bytes_per_step"] = slope
+        result[f"{mode}_steps_min"], result[f"{mode}_steps_max"] = int(steps[0]), int(steps[-1])
+        result[f"{mode}_seconds_at_max_steps"] = float(by_steps["seconds"].iloc[-1])
+    run.write_evaluation(result)
+    return result
+
+
+def summarise_profile(run_dirs: list[str]) -> pd.DataFrame:
+    frames = []
+    for d in run_dirs:
+        run = RunDir(d)
+        prof = run.profile()
+        if prof is not None:
+            _, _, model, seed = run.spec_parts
+            prof["model"], prof["seed"] = model, seed
+            prof["run_dir"] = d
+            frames.append(prof)
+    if not frames:
+        return pd.DataFrame()
+    prof = pd.concat(frames)
+    g = prof.groupby(["model", "mode", "steps"])
+    return g.agg(peak_saved_bytes_mean=("peak_saved_bytes", "mean"),
+                 peak_saved_bytes_std=("peak_saved_bytes", "std"),
+                 seconds_mean=("seconds", "mean"), seconds_std=("seconds", "std"),
+                 nfe_forward=("nfe_forward", "mean"), nfe_backward=("nfe_backward", "mean"),
+                 measurements=("seconds", "size")).reset_index()
+
+
+def profile_markdown(table: pd.DataFrame, title: str) -> str:
+    from odeflows.aggregate import format_cell
+
+    lines = [f"# {title}", "",
+             "Peak memory of tensors saved for backward (MiB) and seconds per training step, "
+             "mean ± std over seeds and repeats.", ""]
+    if table.empty:
+        return "\n".join(lines + ["No completed profiles."]) + "\n"
+    mib = 2.0 ** 20
+    view = pd.DataFrame({
+        "model": table["model"], "mode": table["mode"], "solver steps": table["steps"],
+        "NFE fwd": table["nfe_forward"].map("{:.0f}".format),
+        "NFE bwd": table["nfe_backward"].map("{:.0f}".format),
+        "peak saved MiB": [format_cell(m / mib, s / mib, int(n)) for m, s, n in zip(
+            table["peak_saved_bytes_mean"], table["peak_saved_bytes_std"],
+            table["measurements"], strict=True)],
+        "seconds": [format_cell(m, s, int(n)) for m, s, n in zip(
+            table["seconds_mean"], table["seconds_std"], table["measurements"], strict=True)],
+    })
+    return "\n".join(lines) + "\n" + view.to_markdown(index=False, tablefmt="pipe") + "\n"

@@ -1,8 +1,9 @@
-"""Run records: hashes, git state, package versions, host and device. The only module that
-hashes files or reads git."""
+"""Run records: hashes, code versions, git state, package versions, host and device. The only
+module that hashes files or reads git."""
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -10,7 +11,9 @@ import platform
 import socket
 import subprocess
 import sys
-from importlib import metadata
+from collections.abc import Iterable
+from functools import cache
+from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +21,169 @@ PACKAGES = ("odeflows", "torch", "torchdiffeq", "numpy", "pandas", "matplotlib",
             "dvc", "torchvision")
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's content. ``md5`` is what DVC records in dvc.lock, so checkpoint
+    hashes can be matched against DVC's; ``sha256`` is used everywhere else."""
     with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, algorithm).hexdigest()
 
 
-def md5_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """MD5 as DVC records it in dvc.lock, so checkpoint hashes can be matched against DVC."""
-    h = hashlib.md5()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def sha256_file(path: str | Path) -> str:
+    return file_digest(path, "sha256")
+
+
+def md5_file(path: str | Path) -> str:
+    return file_digest(path, "md5")
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# -- code versions -----------------------------------------------------------------------------
+# A result depends on the code that computes it. Each stage's code is the static import closure
+# (within the package; imports inside functions included) of its entry modules plus the modules
+# of the entries a run uses (its model, task and dataset generator, which the registries import
+# dynamically, so other models' code is not part of it), and the user's plugin modules. The
+# closure stops at the modules of later stages, so a change to plotting code re-plots without
+# retraining, while a change to a model's code makes exactly the runs of that model stale.
+STAGES: dict[str, tuple[str, ...]] = {
+    "prepare": ("odeflows.data.prepared",),
+    "train": ("odeflows.train",),
+    "evaluate": ("odeflows.evaluate",),
+    "aggregate": ("odeflows.aggregate",),
+    "plot": ("odeflows.plots", "odeflows.plots_images"),
+    "claims": ("odeflows.claims",),
+    "parameters": ("odeflows.parameters",),
+}
+# never part of a computation: they only call the stages
+_DRIVERS = ("odeflows.cli", "odeflows.audit")
+# data files a stage reads from the package
+_STAGE_DATA = {"aggregate": ("reference/paper_numbers.yaml",),
+               "claims": ("reference/paper_numbers.yaml",),
+               "parameters": ("reference/paper_numbers.yaml",)}
+
+
+def _package_root() -> Path:
+    return Path(str(resources.files("odeflows")))
+
+
+@cache
+def _module_file(name: str) -> Path | None:
+    root = _package_root()
+    parts = name.split(".")[1:]
+    base = root.joinpath(*parts)
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _stat_key(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return str(path), st.st_mtime_ns, st.st_size
+
+
+@cache
+def _digest(key: tuple[str, int, int]) -> str:
+    return sha256_file(key[0])
+
+
+def _imports_of(name: str) -> tuple[str, ...]:
+    path = _module_file(name)
+    return () if path is None else _parse_imports(name, _stat_key(path))
+
+
+@cache
+def _parse_imports(name: str, key: tuple[str, int, int]) -> tuple[str, ...]:
+    """Package modules ``name`` imports anywhere in its source (parents included: importing a
+    submodule runs its package's ``__init__``); cached per version of the file."""
+    path = Path(key[0])
+    tree = ast.parse(path.read_text(), str(path))
+    is_pkg = path.name == "__init__.py"
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        targets: list[str] = []
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                pkg = name.split(".") if is_pkg else name.split(".")[:-1]
+                pkg = pkg[: len(pkg) - (node.level - 1)]
+                base = ".".join([*pkg, base] if base else pkg)
+            targets = [base] + [f"{base}.{a.name}" for a in node.names]
+        for t in targets:
+            if t.split(".")[0] != "odeflows":
+                continue
+            parts = t.split(".")
+            for i in range(1, len(parts) + 1):
+                mod = ".".join(parts[:i])
+                if _module_file(mod) is not None:
+                    found.add(mod)
+    return tuple(sorted(found))
+
+
+def module_closure(roots: Iterable[str], stop: Iterable[str] = ()) -> list[str]:
+    """Package modules reachable from ``roots`` by imports, not entering ``stop``."""
+    stop_set, seen, todo = set(stop), set(), list(roots)
+    while todo:
+        mod = todo.pop()
+        if mod in seen or (mod in stop_set and mod not in roots):
+            continue
+        if _module_file(mod) is None:
+            continue
+        seen.add(mod)
+        todo.extend(_imports_of(mod))
+    return sorted(seen)
+
+
+def code_version(stage: str, cfg: dict[str, Any] | None = None,
+                 extra_modules: Iterable[str] = (), plugins: Iterable[str] = ()
+                 ) -> dict[str, Any]:
+    """``{"version": short hash, "modules": {module: sha256}}`` of the code ``stage`` runs for a
+    resolved run config ``cfg`` (its model, task and dataset generator) — judged by content, so a
+    docs-only commit changes nothing."""
+    order = list(STAGES)
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; allowed values: {', '.join(order)}")
+    later = [m for s in order[order.index(stage) + 1:] for m in STAGES[s]]
+    roots = [*STAGES[stage], *extra_modules]
+    if cfg is not None:
+        roots += _entry_modules(stage, cfg)
+    modules = module_closure(roots, stop=[*later, *_DRIVERS])
+    digests = {m: _digest(_stat_key(_module_file(m))) for m in modules}  # type: ignore[arg-type]
+    for rel in _STAGE_DATA.get(stage, ()):
+        digests[f"odeflows/{rel}"] = _digest(_stat_key(_package_root() / rel))
+    for f in _plugin_files(list(plugins) + list((cfg or {}).get("modules", []))):
+        digests[str(f)] = _digest(_stat_key(Path(f)))
+    version = sha256_text(json.dumps(digests, sort_keys=True))[:16]
+    return {"version": version, "modules": digests}
+
+
+def _entry_modules(stage: str, cfg: dict[str, Any]) -> list[str]:
+    """Modules of the registry entries a run uses (imported dynamically by the registries)."""
+    from odeflows.data import get_generator
+
+    if stage == "prepare":  # cfg is a dataset config
+        return [m for m in [get_generator(cfg.get("generator", cfg["name"])).module]
+                if m.startswith("odeflows.")]
+    mods: list[str] = []
+    if "generator" in cfg.get("data", {}):
+        mods.append(get_generator(cfg["data"]["generator"]).module)
+    if "model" in cfg:
+        from odeflows.models import get_model
+        from odeflows.tasks import get_task
+
+        mods.append(get_model(cfg["model"], cfg["data"]["kind"]).module)
+        mods.append(get_task(cfg["task"]).module)
+    return [m for m in mods if m.startswith("odeflows.")]
+
+
+def _plugin_files(modules: Iterable[str]) -> list[Path]:
+    from odeflows import plugins
+
+    return plugins.source_files(modules)
 
 
 def git_state(cwd: str | Path = ".") -> dict[str, Any]:

@@ -1,59 +1,86 @@
 # Helpers shared by the rules. All logic lives in the odeflows package; this file only maps the
-# validated configuration onto file paths.
+# validated configuration onto file paths and rerun triggers.
+import os
 import sys
 from importlib import resources
 
 from snakemake.utils import validate
 
+from odeflows import provenance
 from odeflows.config import (
     ConfigError,
     RunSpec,
     config_hash,
     dataset_config,
     launcher,
-    load_experiment,
-    resolve_run,
-    run_matrix,
+    load_scales,
+    plan,
     run_resources,
 )
-from odeflows.config import IMAGE_EXPERIMENTS
+from odeflows.rundir import PATTERN as RUN_DIR
 
+# fills in the schema's defaults (the same schema odeflows checks)
+validate(config, str(resources.files("odeflows") / "schemas" / "workflow.schema.yaml"))
 try:
-    RUNS = run_matrix(config)
+    # every configuration problem at once, before the DAG: nothing is written under results/
+    PLAN = plan(config)
 except ConfigError as err:
-    # stop before any job runs: nothing is written under results/
     sys.stderr.write(f"\nodeflows configuration error:\n{err}\n\n")
     raise SystemExit(1)
-# the same schema (workflow/schemas/config.schema.yaml links to it); fills in defaults
-validate(config, str(resources.files("odeflows") / "schemas" / "workflow.schema.yaml"))
 
-SCALE = config["scale"]
-CONFIG_DIR = config.get("config_dir", "config")
-EXPERIMENTS = list(config["experiments"])
+SCALE = PLAN.scale
+# the user's modules every command imports (an experiment's own are imported from its file; a
+# dataset's generator may live in any of them)
+WORKFLOW_MODULES = " ".join(["--modules", *config["modules"]]) if config.get("modules") else ""
+ALL_MODULES = " ".join(["--modules", *PLAN.modules]) if PLAN.modules else ""
+CONFIG_DIR = PLAN.config_dir
+EXPERIMENTS = PLAN.experiments
 
 
 wildcard_constraints:
-    scale="smoke|laptop|paper",
+    scale="|".join(load_scales(CONFIG_DIR)),
     experiment="|".join(EXPERIMENTS),
     seed=r"\d+",
     dataset=r"[A-Za-z0-9_]+",
     model=r"[A-Za-z0-9_]+",
 
 
-RUN_DIR = "results/{scale}/runs/{experiment}/{dataset}/{model}/seed{seed}"
+def run_config(w):
+    return PLAN.config(RunSpec(w.scale, w.experiment, w.dataset, w.model, int(w.seed)))
 
 
-def spec_of(w):
-    return RunSpec(w.scale, w.experiment, w.dataset, w.model, int(w.seed))
-
-
+# Rerun triggers (Snakemake `params`): a job reruns when, and only when, what it computes from
+# changes — its resolved configuration or the content of the code it runs. The values name
+# what they are, so `snakemake -n` says which one changed.
 def run_config_hash(w):
-    """Rerun trigger: a run re-trains when (and only when) its resolved config changes."""
-    return config_hash(resolve_run(spec_of(w), CONFIG_DIR))
+    return f"config {config_hash(run_config(w))}"
+
+
+def code(stage, cfg=None, extra=()):
+    version = provenance.code_version(stage, cfg, extra, PLAN.modules)["version"]
+    return f"{stage} code {version}"
+
+
+def train_code(w):
+    return code("train", run_config(w))
+
+
+def evaluate_code(w):
+    return code("evaluate", run_config(w))
 
 
 def data_config_hash(w):
-    return config_hash(dataset_config(w.dataset, w.scale, CONFIG_DIR))
+    return f"config {config_hash(dataset_config(w.dataset, w.scale, CONFIG_DIR))}"
+
+
+def data_code(w):
+    return code("prepare", dataset_config(w.dataset, w.scale, CONFIG_DIR))
+
+
+def task_modules(experiment):
+    from odeflows.tasks import get_task
+
+    return sorted({get_task(PLAN.configs[s]["task"]).module for s in PLAN.runs_of(experiment)})
 
 
 def scale_resources(w, key, default):
@@ -64,8 +91,12 @@ def train_launcher(w):
     return launcher(run_resources(w.scale, w.experiment, w.dataset, CONFIG_DIR))
 
 
-def runs_of(experiment, scale=SCALE):
-    return [s for s in RUNS if s.experiment == experiment and s.scale == scale]
+def runs_of(experiment):
+    return PLAN.runs_of(experiment)
+
+
+def has_images():
+    return any(c["data"]["kind"] == "images" for c in PLAN.configs.values())
 
 
 def final_outputs():
@@ -74,7 +105,7 @@ def final_outputs():
         out.append(f"results/{SCALE}/tables/{exp}.csv")
         out.append(f"results/{SCALE}/figures/{exp}")
     out.append(f"results/{SCALE}/claims.md")
-    if any(e in IMAGE_EXPERIMENTS for e in EXPERIMENTS):
+    if has_images():
         out.append(f"results/{SCALE}/tables/parameters.md")
     return out
 
@@ -90,18 +121,19 @@ import base64
 import shutil
 from pathlib import Path
 
-SNAKEMAKE_METADATA = Path(".snakemake/metadata")
-EXPORTED_METADATA = Path(f"results/{SCALE}/provenance/snakemake-metadata")
+SNAKEMAKE_METADATA = Path(".snakemake", "metadata")
+EXPORTED_METADATA = Path("results", SCALE, "provenance", "snakemake-metadata")
 
 
 def _metadata_path(name):
-    return base64.urlsafe_b64decode(name.replace("@", "/") + "=" * (-len(name) % 4)).decode()
+    decoded = base64.urlsafe_b64decode(name + "=" * (-len(name) % 4)).decode()
+    return decoded.replace("@", os.sep)
 
 
 def export_snakemake_metadata():
     if not SNAKEMAKE_METADATA.is_dir():
         return
-    prefixes = (f"results/{SCALE}/", f"data/prepared/{SCALE}/")
+    prefixes = (str(Path("results", SCALE)) + os.sep, str(Path("data", "prepared", SCALE)) + os.sep)
     EXPORTED_METADATA.mkdir(parents=True, exist_ok=True)
     for record in SNAKEMAKE_METADATA.iterdir():
         try:

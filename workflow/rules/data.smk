@@ -5,11 +5,14 @@ rule prepare_data:
         npz="data/prepared/{scale}/{dataset}.npz",
         meta="data/prepared/{scale}/{dataset}.json",
     params:
-        cfg_hash=data_config_hash,
+        config=data_config_hash,
+        code=data_code,
+        config_dir=CONFIG_DIR,
+        modules=ALL_MODULES,
     log:
         "logs/{scale}/prepare/{dataset}.log",
     conda:
         "../../envs/odeflows.yaml"
     shell:
         "odeflows prepare --dataset {wildcards.dataset} --scale {wildcards.scale} "
-        "--out {output.npz} --config-dir {CONFIG_DIR} > {log} 2>&1"
+        "--out {output.npz} --config-dir {params.config_dir} {params.modules} > {log} 2>&1"

@@ -1,7 +1,7 @@
 rule aggregate:
     """Mean ± std over successful seeds beside the papers' numbers, with a provenance sidecar."""
     input:
-        lambda w: [f"{s.path}/eval.json" for s in runs_of(w.experiment, w.scale)],
+        lambda w: [f"{s.path}/eval.json" for s in runs_of(w.experiment)],
     output:
         csv=report(
             "results/{scale}/tables/{experiment}.csv",
@@ -13,13 +13,18 @@ rule aggregate:
         runs="results/{scale}/tables/{experiment}_runs.csv",
         provenance="results/{scale}/tables/{experiment}.provenance.json",
         curves="results/{scale}/tables/{experiment}_curves.csv",
+    params:
+        code=lambda w: code("aggregate", extra=task_modules(w.experiment)),
+        out_dir=lambda w, output: os.path.dirname(output.csv),
+        config_dir=CONFIG_DIR,
+        modules=WORKFLOW_MODULES,
     log:
         "logs/{scale}/aggregate/{experiment}.log",
     conda:
         "../../envs/odeflows.yaml"
     shell:
         "odeflows aggregate --scale {wildcards.scale} --experiment {wildcards.experiment} "
-        "--out-dir results/{wildcards.scale}/tables --config-dir {CONFIG_DIR} > {log} 2>&1"
+        "--out-dir {params.out_dir} --config-dir {params.config_dir} {params.modules} > {log} 2>&1"
 
 
 rule plot:
@@ -34,30 +39,42 @@ rule plot:
             category="Figures",
             subcategory="{experiment}",
         ),
+    params:
+        code=lambda w: code("plot", extra=task_modules(w.experiment)),
+        config_dir=CONFIG_DIR,
+        modules=WORKFLOW_MODULES,
     log:
         "logs/{scale}/plot/{experiment}.log",
     conda:
         "../../envs/odeflows.yaml"
     shell:
         "odeflows plot --scale {wildcards.scale} --experiment {wildcards.experiment} "
-        "--out-dir {output} --config-dir {CONFIG_DIR} > {log} 2>&1"
+        "--out-dir {output} --config-dir {params.config_dir} {params.modules} > {log} 2>&1"
 
 
 rule claims:
-    """Verdicts (reproduced / not reproduced / inconclusive) on the SPEC claims this scale tests."""
+    """Verdicts (reproduced / not reproduced / inconclusive) on the papers' claims this scale
+    tests."""
     input:
-        [f"results/{{scale}}/tables/{exp}_runs.csv" for exp in EXPERIMENTS],
+        runs=[f"results/{{scale}}/tables/{exp}_runs.csv" for exp in EXPERIMENTS],
+        provenance=[f"results/{{scale}}/tables/{exp}.provenance.json" for exp in EXPERIMENTS],
     output:
         claims=report("results/{scale}/claims.md", caption="../report/claims.rst",
                       category="Claims"),
         metrics="results/{scale}/metrics.json",
+    params:
+        code=code("claims"),
+        tables_dir=lambda w, input: os.path.dirname(input.runs[0]),
+        config_dir=CONFIG_DIR,
+        modules=ALL_MODULES,
     log:
         "logs/{scale}/claims.log",
     conda:
         "../../envs/odeflows.yaml"
     shell:
-        "odeflows claims --scale {wildcards.scale} --tables-dir results/{wildcards.scale}/tables "
-        "--out {output.claims} --metrics {output.metrics} > {log} 2>&1"
+        "odeflows claims --scale {wildcards.scale} --tables-dir {params.tables_dir} "
+        "--out {output.claims} --metrics {output.metrics} --config-dir {params.config_dir} "
+        "{params.modules} > {log} 2>&1"
 
 
 rule parameters:
@@ -68,10 +85,15 @@ rule parameters:
         csv=report("results/{scale}/tables/parameters.csv", caption="../report/parameters.rst",
                    category="Tables", labels={"experiment": "parameter counts", "format": "csv"}),
         md="results/{scale}/tables/parameters.md",
+    params:
+        code=code("parameters"),
+        out_dir=lambda w, output: os.path.dirname(output.csv),
+        config_dir=lambda w, input: os.path.dirname(os.path.dirname(input[0])),
+        experiments=" ".join(EXPERIMENTS),
     log:
         "logs/{scale}/parameters.log",
     conda:
         "../../envs/odeflows.yaml"
     shell:
-        "odeflows parameters --out-dir results/{wildcards.scale}/tables "
-        "--config-dir {CONFIG_DIR} > {log} 2>&1"
+        "odeflows parameters --out-dir {params.out_dir} --experiments {params.experiments} "
+        "--config-dir {params.config_dir} > {log} 2>&1"

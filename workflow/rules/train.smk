@@ -1,15 +1,18 @@
 rule train:
     """Train one (experiment, dataset, model, seed) run; resumes from <run>/checkpoint.pt after an
     interruption. A diverged run ends with status "failed" in summary.json (a failed seed), not
-    with a workflow error."""
+    with a workflow error. Reruns when its resolved config or the code it runs changes."""
     input:
         data="data/prepared/{scale}/{dataset}.npz",
     output:
         summary=f"{RUN_DIR}/summary.json",
     params:
-        cfg_hash=run_config_hash,
-        run_dir=RUN_DIR,
+        config=run_config_hash,
+        code=train_code,
+        run_dir=lambda w, output: os.path.dirname(output.summary),
         launch=train_launcher,
+        config_dir=CONFIG_DIR,
+        modules=WORKFLOW_MODULES,
     log:
         "logs/{scale}/train/{experiment}/{dataset}/{model}/seed{seed}.log",
     benchmark:
@@ -24,18 +27,21 @@ rule train:
     shell:
         "{params.launch}odeflows train --scale {wildcards.scale} --experiment {wildcards.experiment} "
         "--dataset {wildcards.dataset} --model {wildcards.model} --seed {wildcards.seed} "
-        "--config-dir {CONFIG_DIR} --data {input.data} --out {params.run_dir} > {log} 2>&1"
+        "--config-dir {params.config_dir} --data {input.data} --out {params.run_dir} "
+        "{params.modules} > {log} 2>&1"
 
 
 rule evaluate:
-    """Score a finished run on the test split (best-validation weights, the papers' protocol)."""
+    """Score a finished run on the test split (best-validation weights, the papers' protocol).
+    Reruns when the evaluation code changes, without retraining."""
     input:
         summary=f"{RUN_DIR}/summary.json",
         data="data/prepared/{scale}/{dataset}.npz",
     output:
         f"{RUN_DIR}/eval.json",
     params:
-        run_dir=RUN_DIR,
+        code=evaluate_code,
+        run_dir=lambda w, input: os.path.dirname(input.summary),
     log:
         "logs/{scale}/evaluate/{experiment}/{dataset}/{model}/seed{seed}.log",
     threads: 1

@@ -160,3 +160,31 @@ def sample(
         np.ascontiguousarray(x[perm], dtype=np.float32),
         np.ascontiguousarray(y[perm], dtype=np.float32),
     )
+
+
+_PARAM_SCHEMA: dict[str, dict[str, Any]] = {
+    "noise_scale": {"type": "number", "minimum": 0},
+    "r1": {"type": "number", "exclusiveMinimum": 0},
+    "r2": {"type": "number", "exclusiveMinimum": 0},
+    "r3": {"type": "number", "exclusiveMinimum": 0},
+    "n_inner": {"type": "integer", "minimum": 0},
+    "n_outer": {"type": "integer", "minimum": 0},
+    "shift": {"type": "number"},
+    "noise": {"type": "number", "minimum": 0},
+}
+
+
+def _register() -> None:
+    from odeflows.data import register_sampler
+
+    for name, defaults in _DEFAULTS.items():
+        def draw(n: int, rng: np.random.Generator, _name: str = name,
+                 **params: Any) -> tuple[np.ndarray, np.ndarray]:
+            return sample(_name, n, rng, **params)
+        draw.__module__ = __name__
+        register_sampler(name, targets="regression",
+                         params={k: _PARAM_SCHEMA[k] for k in defaults},
+                         description=f"ANODE toy regression set {name!r}")(draw)
+
+
+_register()

@@ -66,6 +66,8 @@ from typing import Any
 
 import numpy as np
 
+from odeflows.provenance import sha256_file, sha256_text
+
 Arrays = dict[str, np.ndarray]
 
 #: seed of the fixed train/test split of the offline subsets; independent of the run/dataset
@@ -550,3 +552,123 @@ _LOADERS: dict[str, Callable[[ImageDataset, Path, bool, bool], Arrays]] = {
     "imagenet64": _load_imagenet64, "celebahq256": _load_celebahq256,
     "mnist5k": _load_mnist5k, "digits8x8": _load_digits8x8,
 }
+
+
+# ----------------------------------------------------------------------------- generators
+#
+# Each image set is a registered dataset generator. Its params (config/datasets.yaml):
+#   raw_root    folder of the raw files (default "data/raw")
+#   image_size  square size to resize to, or null for the native size
+#   verify      check torchvision's published MD5s of the raw files (default true)
+# and the prepared config's ``download`` (``odeflows prepare --download``) lets torchvision
+# download missing files. ``sizes``: {train, val, test}: counts, or null for "all available";
+# val null means 10% of the available training images, at most 10,000.
+
+VAL_FRACTION, VAL_MAX = 0.1, 10_000
+PARAMS: dict[str, dict[str, Any]] = {
+    "raw_root": {"type": "string", "default": "data/raw"},
+    "image_size": {"type": ["integer", "null"], "minimum": 1, "default": None},
+    "verify": {"type": "boolean", "default": True},
+}
+
+
+def _option(cfg: dict[str, Any], key: str) -> Any:
+    return (cfg.get("params") or {}).get(key, PARAMS[key]["default"])
+
+
+def _count(sizes: dict[str, Any], split: str, available: int, default: int) -> int:
+    n = sizes.get(split)
+    n = default if n is None else int(n)
+    if not 0 <= n <= available:
+        pool = {"train": "training images left after val", "val": "training images",
+                "test": "test images"}[split]
+        raise ValueError(f"{split} size {n} must be within 0..{available} (the {pool})")
+    return n
+
+
+def _subset(n: int, available: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of a seeded random ``n``-subset; all of them, in order, if n = available."""
+    if n == available:
+        return np.arange(available)
+    return np.sort(rng.permutation(available)[:n])
+
+
+def _generate(ds: ImageDataset, cfg: dict[str, Any]) -> Arrays:
+    """Train / val / test of a real image set. Val is carved from the official training set
+    (seeded); train and test are seeded subsets when smaller than available. The test split
+    always comes from the official test set, which the papers evaluate on."""
+    src = load_image_arrays(ds.name, _option(cfg, "raw_root"),
+                            download=bool(cfg.get("download", False)),
+                            image_size=_option(cfg, "image_size"),
+                            verify=bool(_option(cfg, "verify")))
+    sizes = cfg.get("sizes") or {}
+    n_avail = len(src["y_train"])
+    n_val = _count(sizes, "val", n_avail, min(round(VAL_FRACTION * n_avail), VAL_MAX))
+    n_train = _count(sizes, "train", n_avail - n_val, n_avail - n_val)
+    # val first, then train from the rest: val stays the same when only the train size changes,
+    # and smaller training sets are nested in larger ones
+    perm = np.random.default_rng([cfg["seed"], 0]).permutation(n_avail)
+    idx = {"val": np.sort(perm[:n_val]), "train": np.sort(perm[n_val:n_val + n_train])}
+    n_test_avail = len(src["y_test"])
+    n_test = _count(sizes, "test", n_test_avail, n_test_avail)
+    idx_test = _subset(n_test, n_test_avail, np.random.default_rng([cfg["seed"], 2]))
+    arrays: dict[str, np.ndarray] = {}
+    for split in ("train", "val", "test"):
+        part, i = ("test", idx_test) if split == "test" else ("train", idx[split])
+        arrays[f"x_{split}"] = src[f"x_{part}"][i]
+        arrays[f"y_{split}"] = src[f"y_{part}"][i]
+    return arrays
+
+
+def _portable(path: Path) -> str:
+    """A path that reads the same on every machine for files inside installed packages."""
+    for parent in path.parents:
+        if parent.name in ("site-packages", "dist-packages"):
+            return path.relative_to(parent).as_posix()
+    return path.as_posix()
+
+
+def _raw_record(path: Path) -> dict[str, Any]:
+    r"""{path, sha256, bytes} of a raw file. A folder (of images) is one entry whose sha256 is that
+    of its manifest: the ``sha256sum`` lines ``"<sha256>  <relative path>\n"`` of every file below
+    it, sorted by path, as ``find . -type f -printf '%P\n' | LC_ALL=C sort |
+    xargs -d '\n' sha256sum | sha256sum`` prints when run inside it."""
+    if not path.is_dir():
+        return {"path": _portable(path), "sha256": sha256_file(path),
+                "bytes": path.stat().st_size}
+    files = sorted((f.relative_to(path).as_posix(), f) for f in path.rglob("*") if f.is_file())
+    manifest = "".join(f"{sha256_file(f)}  {rel}\n" for rel, f in files)
+    return {"path": _portable(path), "sha256": sha256_text(manifest),
+            "bytes": sum(f.stat().st_size for _, f in files), "files": len(files),
+            "kind": "directory"}
+
+
+def _describe(ds: ImageDataset, cfg: dict[str, Any], arrays: Arrays) -> dict[str, Any]:
+    from importlib import metadata
+
+    shape = [int(d) for d in arrays["x_train"].shape[1:]]
+    meta: dict[str, Any] = {
+        "source": ds.name,
+        "description": ds.description,
+        "shape": shape,
+        "classes": ds.classes,
+        "bits": ds.bits,
+        "image_size": _option(cfg, "image_size"),
+        "raw_files": [_raw_record(p) for p in raw_files(ds.name, _option(cfg, "raw_root"))],
+    }
+    if ds.package:
+        meta["package"] = {ds.package: metadata.version(ds.package)}
+    return meta
+
+
+def _register() -> None:
+    from odeflows.data import Generator, register_generator
+
+    for ds in DATASETS.values():
+        register_generator(Generator(
+            ds.name, "images", functools.partial(_generate, ds), targets="classes",
+            params=PARAMS, describe=functools.partial(_describe, ds), shape=ds.shape,
+            classes=ds.classes, bits=ds.bits, description=ds.description, module=__name__))
+
+
+_register()

@@ -315,3 +315,16 @@ def sample(name: str, n: int, rng: np.random.Generator) -> np.ndarray:
     x = _GENERATORS[name](int(n), rng)
     assert x.shape == (n, 2), (name, x.shape)
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _register() -> None:
+    from odeflows.data import register_sampler
+
+    for name in DATASETS:
+        def draw(n: int, rng: np.random.Generator, _name: str = name) -> np.ndarray:
+            return sample(_name, n, rng)
+        draw.__module__ = __name__
+        register_sampler(name, description=f"2-D toy density {name!r}")(draw)
+
+
+_register()

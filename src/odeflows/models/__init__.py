@@ -1,104 +1,141 @@
-"""Model registry: build any model of SPEC from a resolved run config (no file access here)."""
+"""Model registry: every model is an entry registered under a name by the module that defines it.
+
+An entry declares what the harness needs to know — what the model is (``density``,
+``classifier``, ``regressor``), which data it takes (``vectors`` or ``images``; one name may have
+an implementation for each), whether it samples, the options of ``model_cfg`` it accepts (JSON
+schema fragments with their defaults; anything else in the configuration is an error) and how
+to build it. Evaluation, tables, figures, the audit and the parameter table read these facts,
+never the model's name.
+
+Built-in entries live in the modules of this package (``classifiers``, ``conv_classifiers``,
+``cnf``, ``odenvp``, …), which are imported on first use; a user's own module registers more
+with :func:`register_model` and is named in the configuration (``modules:``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
-from odeflows.models.classifiers import ODENet, ResNetMLP
-from odeflows.models.cnf import ToyCNF
-from odeflows.nn.fields import AugmentedDynamics, AugmentedHyperField, MLPField, TimeHyperField
 from odeflows.ode import Solver
+from odeflows.registry import Registry
 
-CLASSIFIERS = ("resnet", "node", "anode")
-FLOWS = ("ffjord", "rnode", "affjord", "affjord_rnode")
+KINDS = ("density", "classifier", "regressor")
+DATA_KINDS = ("vectors", "images")
+Options = Mapping[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a builder gets besides the model's options: the input shape (``(D,)`` or
+    ``(C, H, W)``), the output size of predictors, the training / evaluation solvers and the
+    dataset's facts (the run config's ``data``: generator, kind, image bits)."""
+
+    shape: tuple[int, ...]
+    out_dim: int
+    solver: Solver
+    eval_solver: Solver
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReferenceCount:
+    """The reference implementation's parameter count of a configuration, analytic from its
+    layer shapes, and what the reference builds that we do not (name → number of parameters;
+    ``ours = total − extras``), for the parameter table."""
+
+    total: int
+    extras: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def ours(self) -> int:
+        return self.total - sum(self.extras.values())
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered model implementation for one kind of data."""
+
+    name: str
+    data: str
+    kinds: frozenset[str]
+    build: Callable[[dict[str, Any], BuildContext], nn.Module]
+    options: Options = field(default_factory=dict)
+    samples: bool = False
+    # parameter table: the reference code's count, given the options, the context and the
+    # experiment's reference implementation (e.g. RNODE's code also trains its FFJORD baseline)
+    reference_count: Callable[[dict[str, Any], BuildContext, str], ReferenceCount | None] | None \
+        = None
+    # fitted in closed form from the training inputs instead of by the optimisation loop
+    fit: Callable[[nn.Module, Any], None] | None = None
+    # what the model offers beyond the surface of its kind; known traits:
+    #   "divergence": a CNF whose field's divergence can be checked against Hutchinson's estimator
+    traits: frozenset[str] = frozenset()
+    label: str = ""
+    color: str | None = None
+    description: str = ""
+    module: str = ""
+
+    def __post_init__(self) -> None:
+        if self.data not in DATA_KINDS:
+            raise ValueError(f"model {self.name!r}: data must be one of {DATA_KINDS}")
+        unknown = set(self.kinds) - set(KINDS)
+        if not self.kinds or unknown:
+            raise ValueError(f"model {self.name!r}: kinds must be a non-empty subset of {KINDS}")
+
+    @property
+    def is_density(self) -> bool:
+        return "density" in self.kinds
+
+    def defaults(self) -> dict[str, Any]:
+        return {k: s["default"] for k, s in self.options.items() if "default" in s}
+
+
+MODELS: Registry[ModelEntry] = Registry("model", packages=("odeflows.models",))
+
+
+def register_model(entry: ModelEntry) -> ModelEntry:
+    return MODELS.add(entry.name, entry, entry.data)
+
+
+def get_model(name: str, data: str) -> ModelEntry:
+    return MODELS.get(name, data)
+
+
+def model_names() -> list[str]:
+    return MODELS.names()
+
+
+def with_defaults(options: Options, **defaults: Any) -> dict[str, dict[str, Any]]:
+    """A copy of an options schema with other defaults (e.g. RNODE: FFJORD with λ = 0.01)."""
+    out = {k: dict(v) for k, v in options.items()}
+    for key, value in defaults.items():
+        if key not in out:
+            raise KeyError(f"{key!r} is not an option")
+        out[key]["default"] = value
+    return out
+
+
+def data_kind(shape: Sequence[int]) -> str:
+    return "images" if len(shape) == 3 else "vectors"
 
 
 def build_model(cfg: dict[str, Any], shape: int | Sequence[int], out_dim: int = 1) -> nn.Module:
-    """Instantiate ``cfg['model']`` with the hyper-parameters in ``cfg['model_cfg']`` for inputs of
-    ``shape`` (an int or ``(D,)`` for vectors, ``(C, H, W)`` for images)."""
-    name, m = cfg["model"], cfg["model_cfg"]
-    solver = Solver.from_config(cfg["solver"])
-    eval_solver = Solver.from_config(cfg.get("eval_solver") or cfg["solver"])
+    """Instantiate the entry of a resolved run config (``model``, ``model_cfg``, ``solver``,
+    ``eval_solver``) for inputs of ``shape`` (an int or ``(D,)`` for vectors, ``(C, H, W)`` for
+    images)."""
     shape = (shape,) if isinstance(shape, int) else tuple(int(s) for s in shape)
-    if len(shape) == 3:
-        return _build_image_model(name, m, shape, out_dim, solver, eval_solver)
-    if len(shape) != 1:
+    if len(shape) not in (1, 3):
         raise ValueError(f"inputs of shape {shape} are neither vectors nor (C, H, W) images")
-    dim = shape[0]
-    if name == "resnet":
-        return ResNetMLP(dim, out_dim, hidden=m.get("hidden", 32), blocks=m.get("blocks", 5),
-                         nonlinearity=m.get("nonlinearity", "relu"),
-                         readout=m.get("readout", "linear"),
-                         final_activation=m.get("final_activation", True))
-    if name in ("node", "anode"):
-        return ODENet(dim, out_dim, solver=solver, eval_solver=eval_solver,
-                      hidden=m.get("hidden", 32),
-                      augment_dim=m.get("augment_dim", 0) if name == "anode" else 0,
-                      time_dependent=m.get("time_dependent", True),
-                      nonlinearity=m.get("nonlinearity", "relu"),
-                      readout=m.get("readout", "linear"))
-    if name in FLOWS:
-        augmented = name.startswith("affjord")
-        # RNODE §6: λ_K = λ_J = 0.01 unless the config says otherwise
-        reg_default = 0.01 if name in ("rnode", "affjord_rnode") else 0.0
-        flow_kw = dict(
-            solver=solver, eval_solver=eval_solver,
-            t_data=m.get("t_data", 0.0), t_base=m.get("t_base", 0.5),
-            learnable_T=m.get("learnable_T", False), base_std=m.get("base_std", 1.0),
-            divergence=m.get("divergence", "exact"), probe=m.get("probe", "gaussian"),
-            analytic_trace=m.get("analytic_trace", True),
-            kinetic=m.get("kinetic", reg_default), jacobian=m.get("jacobian", reg_default),
-            fused=m.get("fused", True),
-        )
-        if augmented:
-            aug_dim = m.get("aug_dim", 2)
-            field = AugmentedHyperField(dim, aug_dim, m.get("width", 64), m.get("hyper_hidden", 32))
-            aug = AugmentedDynamics(aug_dim, m.get("aug_hidden", 3))
-            return ToyCNF(dim, field, aug_dynamics=aug, aug_dim=aug_dim, **flow_kw)
-        kind = m.get("field", "concatsquash")
-        if kind == "hyper_t":
-            field = TimeHyperField(dim, m.get("width", 64), m.get("hyper_hidden", 32))
-        else:
-            field = MLPField(dim, m.get("hidden_dims", [64, 64, 64]), kind,
-                             m.get("nonlinearity", "tanh"))
-        return ToyCNF(dim, field, **flow_kw)
-    raise ValueError(f"unknown model {name!r}; allowed values: {', '.join(CLASSIFIERS + FLOWS)}")
-
-
-def _build_image_model(name: str, m: dict[str, Any], shape: tuple[int, int, int], out_dim: int,
-                       solver: Solver, eval_solver: Solver) -> nn.Module:
-    if name in ("node", "anode"):
-        from odeflows.models.conv_classifiers import ConvODENet
-
-        return ConvODENet(shape, out_dim, solver=solver, eval_solver=eval_solver,
-                          filters=int(m["filters"]),
-                          augment_channels=int(m.get("augment_channels", 0))
-                          if name == "anode" else 0,
-                          time_dependent=m.get("time_dependent", True),
-                          nonlinearity=m.get("nonlinearity", "relu"))
-    if name in FLOWS:
-        from odeflows.models.odenvp import MultiscaleCNF
-
-        regularised = name in ("rnode", "affjord_rnode")
-        reg_default = 0.01 if regularised else 0.0  # RNODE §6: λ_K = λ_J = 0.01
-        return MultiscaleCNF(
-            shape, solver=solver, eval_solver=eval_solver,
-            augmented=name.startswith("affjord"), layer=m.get("layer", "concat"),
-            hidden_dims=tuple(m.get("hidden_dims", (64, 64, 64))),
-            num_blocks=int(m.get("num_blocks", 1)), alpha=float(m.get("alpha", 1e-6)),
-            T=float(m.get("T", 1.0)), nonlinearity=m.get("nonlinearity", "softplus"),
-            divergence=m.get("divergence", "hutchinson"),
-            probe=m.get("probe", "gaussian" if regularised else "rademacher"),
-            kinetic=float(m.get("kinetic", reg_default)),
-            jacobian=float(m.get("jacobian", reg_default)),
-            zero_last=bool(m.get("zero_last", regularised)),
-            aug_hidden=int(m.get("aug_hidden", 20)), hyper_in=int(m.get("hyper_in", 10)),
-            track_regularisers=bool(m.get("track_regularisers", False)))
-    raise ValueError(f"model {name!r} has no image version; image models: node, anode, "
-                     f"{', '.join(FLOWS)}")
+    entry = get_model(cfg["model"], data_kind(shape))
+    options = {**entry.defaults(), **cfg.get("model_cfg", {})}
+    ctx = BuildContext(shape, out_dim, Solver.from_config(cfg["solver"]),
+                       Solver.from_config(cfg.get("eval_solver") or cfg["solver"]),
+                       cfg.get("data", {}))
+    return entry.build(options, ctx)
 
 
 def num_parameters(model: nn.Module) -> int:

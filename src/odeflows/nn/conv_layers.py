@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from odeflows.nn.layers import NONLINEARITIES
+
 KERNEL = 3
 
 
@@ -102,9 +104,6 @@ class HyperConv2d(nn.Module):
         """Make the generated conv weights 0 for every h (the generated bias keeps its init)."""
         self.hypernet.weight[:self.n_weight].zero_()
         self.hypernet.bias[:self.n_weight].zero_()
-
-
-NONLINEARITIES = {"softplus": nn.Softplus, "tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
 
 
 class ConvODEnet(nn.Module):

@@ -61,10 +61,3 @@ class ConcatSquashLinear(nn.Module):
 
 
 LAYERS = {"concat": ConcatLinear, "concatsquash": ConcatSquashLinear}
-
-
-def zero_last_layer(module: nn.Module) -> None:
-    """RNODE's ``zero_last``: zero the weights (not the bias) of the last linear map."""
-    last = [m for m in module.modules() if isinstance(m, nn.Linear)]
-    if last:
-        nn.init.zeros_(last[-1].weight)

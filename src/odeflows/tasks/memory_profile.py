@@ -1,0 +1,69 @@
+"""Memory and time of one training step against the number of solver steps, with the adjoint
+and with backpropagation through the solver (the Neural ODE note's §2.2 claim). Named by an
+experiment (``task: memory_profile``); each model is measured on the loss of the task it would be
+trained with on that dataset (a regressor regresses the labels, a flow fits the density)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from odeflows.tasks import EVAL_BATCH, Task, register_task
+
+
+class MemoryProfileTask(Task):
+    name = "memory_profile"
+    automatic = False
+    loop = False
+    eval_options = EVAL_BATCH
+    sections = {"profile": {
+        "type": "object", "additionalProperties": False, "required": ["steps"],
+        "properties": {
+            "steps": {"type": "array", "items": {"type": "integer", "minimum": 1},
+                      "minItems": 1, "description": "fixed-grid solver steps to measure"},
+            "repeats": {"type": "integer", "minimum": 1, "default": 1},
+        }}}
+    table_keys = ("model", "mode", "steps")
+    headlines = ("direct_memory_growth_ratio", "adjoint_memory_growth_ratio")
+
+    def accepts(self, model, data) -> str | None:
+        from odeflows.tasks import select_task
+
+        try:
+            select_task(model, data)
+        except ValueError as err:
+            return str(err)
+        return None
+
+    def execute(self, cfg: dict[str, Any], data_path: str | Path, run_dir: str | Path,
+                progress: bool = True) -> dict[str, Any]:
+        from odeflows.profiling import profile
+
+        return profile(cfg, data_path, run_dir)
+
+    def evaluate_run(self, run_dir: str | Path, data_path: str | Path) -> dict[str, Any]:
+        from odeflows.profiling import evaluate_profile
+
+        return evaluate_profile(run_dir)
+
+    def summarise(self, runs, reference):
+        from odeflows.profiling import summarise_profile
+
+        return summarise_profile(list(runs["run_dir"]))
+
+    def markdown(self, table, title: str) -> str:
+        from odeflows.profiling import profile_markdown
+
+        return profile_markdown(table, title)
+
+    def curves(self, runs):
+        # memory and time against solver steps: the summary itself
+        return self.summarise(runs, None)
+
+    def figures(self, exp: Any, out_dir: Path) -> list[Path]:
+        from odeflows.plots import plot_memory
+
+        return plot_memory(exp, out_dir)
+
+
+register_task(MemoryProfileTask())
