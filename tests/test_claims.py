@@ -7,14 +7,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import ROOT
 from odeflows.claims import (
     CLAIMS,
     INCONCLUSIVE,
     NOT_REPRODUCED,
     REPRODUCED,
     Evidence,
+    budget,
     evaluate_claims,
+    qualifier,
     registered_claims,
+    seeds_for_t,
 )
 
 TRAINING = {"anode_images": {"epochs": 20}, "affjord_images": {"epochs": 500},
@@ -176,3 +180,77 @@ def test_claim_10_hutchinson(z, verdict):
     assert check(10, {"affjord_toy": runs.drop(columns=["hutchinson_gaussian_z",
                                                         "hutchinson_rademacher_z"])}
                  )[0] == INCONCLUSIVE
+
+
+def test_seeds_for_t_inverts_welch_t():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(1.0, 1.0, 50), rng.normal(0.0, 1.0, 50)
+    n = seeds_for_t(a, b)
+    # at n seeds per model with these means and spreads, t reaches 2 (and not at n - 1)
+    delta, var = a.mean() - b.mean(), a.var(ddof=1) + b.var(ddof=1)
+    assert delta / np.sqrt(var / n) >= 2 > delta / np.sqrt(var / (n - 1))
+    assert seeds_for_t(a[:1], b) is None
+
+
+def test_budget_of_an_undecided_claim_names_seeds_cost_and_scale():
+    # ANODE ahead by 1 point with spread 1.5: t < 2 at 3 seeds, enough training
+    runs = _runs("anode_images", "mnist5k", {"node": [96.0, 97.5, 95.0],
+                                             "anode": [97.0, 98.5, 96.0]},
+                 "test_accuracy_pct", epochs=20, train_wall_seconds=60.0, device="cpu")
+    scales = {"laptop": {"anode_images": {"seeds": 3, "epochs": 20, "iterations": None,
+                                          "datasets": ["mnist5k"]}},
+              "workstation": {"anode_images": {"seeds": 30, "epochs": 20, "iterations": None,
+                                               "datasets": ["mnist5k"]}}}
+    ev = Evidence({"anode_images": runs}, "laptop", {"mnist5k": "a subset"}, TRAINING,
+                  {"mnist5k": {"bits": 8, "native": "28×28", "image_size": None}}, scales)
+    c = CLAIMS.get("3")
+    assert c.check(ev)[0] == INCONCLUSIVE
+    lines = budget(ev, c)
+    expected = seeds_for_t(np.array([97.0, 98.5, 96.0]), np.array([96.0, 97.5, 95.0]))
+    assert any(f"{expected} seeds per model (this scale: 3)" in line for line in lines)
+    assert any("CPU-hours" in line for line in lines)
+    assert any("provided by the `workstation` scale" in line for line in lines)
+    # what it was tested on: the stand-in dataset (and no shortfall of epochs here)
+    assert qualifier(ev, c) == "on mnist5k at 28×28, 8 bits"
+    short = runs.assign(epochs_trained=4)
+    ev.tables["anode_images"] = short
+    assert "4 of the paper's 20 epochs" in qualifier(ev, c)
+    # training under a quarter of the paper's: the rule needs 5 epochs too
+    assert any("5 epochs (this scale: 4)" in line for line in budget(ev, c))
+
+
+def test_image_flows_are_judged_against_the_baseline():
+    from odeflows.claims import FINDINGS
+
+    runs = _runs("affjord_images", "digits8x8", {"ffjord": [2.1, 2.2], "affjord": [2.5, 2.6],
+                                                 "pixel_histogram": [2.39, 2.39]}, "test_bpd")
+    runs["baseline"] = runs["model"] == "pixel_histogram"
+    lines = FINDINGS.get("baselines").lines(Evidence({"affjord_images": runs}))
+    assert "baseline 2.390" in lines[0] and "ffjord 2.150 (beats it by 0.240)" in lines[0]
+    assert "affjord 2.550 (does NOT beat it: 0.160 worse)" in lines[0]
+
+
+def test_report_front_page_and_metrics_rows(tmp_path):
+    from docutils.core import publish_parts
+
+    from odeflows.claims import write_claims, write_metrics
+
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    _runs("anode_images", "mnist", {"node": [96.1, 96.5, 96.9], "anode": [98.1, 98.3, 98.2]},
+          "test_accuracy_pct", epochs=20).to_csv(tables / "anode_images_runs.csv", index=False)
+    result = write_claims("test", tables, tmp_path / "claims.md", ROOT / "config",
+                          report_dir=tmp_path / "report")
+    front = (tmp_path / "report" / "front.rst").read_text()
+    assert "claim_03.html_" in front and "**reproduced**" in front
+    # the page is valid reStructuredText once the report adds its link targets
+    targets = "".join(f"\n.. _claim_{n:02d}.html: x\n" for n in result)
+    html = publish_parts(front + targets + "\n.. _Tables: x\n.. _Figures: x\n",
+                         writer_name="html", settings_overrides={"report_level": 2,
+                                                                 "halt_level": 2})["html_body"]
+    assert "<table" in html
+    page = (tmp_path / "report" / "claim_03.html").read_text()
+    assert "reproduced" in page and "Welch t" in page and "Rule" in page
+    assert "## Claim 3: reproduced" in (tmp_path / "claims.md").read_text()
+    rows = write_metrics(tables, tmp_path / "metrics", result)
+    assert (tmp_path / "metrics" / "claims" / "claim_03.json") in rows

@@ -312,3 +312,34 @@ def test_default_scale_uses_only_offline_image_data():
     specs = run_matrix({"scale": "laptop", "experiments": IMAGES,
                         "config_dir": str(ROOT / "config")})
     assert {s.dataset for s in specs} <= {"digits8x8", "mnist5k", "hash"}
+
+
+def test_shared_settings_apply_to_the_models_that_take_them(tmp_path):
+    # affjord_images' defaults hold flow options; its per-pixel baseline takes none of them
+    p = plan({"scale": "smoke", "experiments": ["affjord_images"],
+              "config_dir": str(ROOT / "config")})
+    base = p.configs[RunSpec("smoke", "affjord_images", "digits8x8", "pixel_histogram", 0)]
+    flow = p.configs[RunSpec("smoke", "affjord_images", "digits8x8", "ffjord", 0)]
+    assert base["model_cfg"] == {"smoothing": 1.0} and flow["model_cfg"]["hidden_dims"] == [8, 8]
+    cdir = _copy_config(tmp_path)
+    path = cdir / "experiments" / "affjord_images.yaml"
+    original = path.read_text()
+    # a shared key no model of the experiment takes is a typo ...
+    _edit(path, lambda d: d["defaults"]["model_cfg"].update(hiden_dims=[3]))
+    with pytest.raises(ConfigError, match="model_cfg.hiden_dims.*did you mean 'hidden_dims'"):
+        plan({"scale": "smoke", "experiments": ["affjord_images"], "config_dir": str(cdir)})
+    # ... and a model-specific layer must hold only that model's options
+    path.write_text(original)
+    _edit(path, lambda d: d.setdefault("model_settings", {}).update(
+        pixel_histogram={"model_cfg": {"hidden_dims": [3]}}))
+    with pytest.raises(ConfigError, match="model_cfg.hidden_dims.*model 'pixel_histogram'"):
+        plan({"scale": "smoke", "experiments": ["affjord_images"], "config_dir": str(cdir)})
+
+
+def test_a_model_runs_on_the_datasets_it_takes():
+    # affjord_rnode mixes a toy set and images: the image baseline runs on the images only
+    p = plan({"scale": "paper", "experiments": ["affjord_rnode"],
+              "config_dir": str(ROOT / "config")})
+    cells = {(s.dataset, s.model) for s in p.runs}
+    assert ("mnist", "pixel_histogram") in cells and ("hash", "pixel_histogram") not in cells
+    assert ("hash", "affjord") in cells and ("mnist", "affjord") in cells

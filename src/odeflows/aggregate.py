@@ -105,6 +105,7 @@ def run_rows(run_dirs: Iterable[str | Path], tasks: Mapping[str, Task] | None = 
         task = (tasks or {}).get(str(path)) or _task_of(run)
         if task is not None:
             row.update(task.run_columns(ev))
+        row["baseline"] = _is_baseline(run)
         row.update(epoch_stats(run.metrics()))
         if isinstance(row.get("train_wall_seconds"), (int, float)):
             row["train_hours"] = row["train_wall_seconds"] / 3600
@@ -115,6 +116,18 @@ def run_rows(run_dirs: Iterable[str | Path], tasks: Mapping[str, Task] | None = 
                                          "git_dirty", "data_sha256", "device")})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _is_baseline(run: RunDir) -> bool:
+    """Whether the run's model entry declares itself a baseline (tables and claims flag it)."""
+    from odeflows.models import MODELS
+
+    cfg = run.config()
+    if not cfg or cfg["model"] not in MODELS:
+        return False
+    kind = cfg.get("data", {}).get("kind")
+    return kind in MODELS.variants(cfg["model"]) and \
+        "baseline" in MODELS.get(cfg["model"], kind).traits
 
 
 def _task_of(run: RunDir) -> Task | None:

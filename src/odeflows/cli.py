@@ -150,7 +150,8 @@ def cmd_claims(args: argparse.Namespace) -> int:
     from odeflows.claims import write_claims, write_metrics
 
     _load_modules(args)
-    claims = write_claims(args.scale, args.tables_dir, args.out, args.config_dir)
+    claims = write_claims(args.scale, args.tables_dir, args.out, args.config_dir,
+                          args.report_dir)
     if args.metrics:
         write_metrics(args.tables_dir, args.metrics, claims)
     print(args.out)
@@ -281,7 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
     _scale(p)
     p.add_argument("--tables-dir", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--metrics", help="also write headline numbers as JSON (for dvc metrics)")
+    p.add_argument("--metrics", help="also write a directory of small JSON files, one per claim "
+                   "and one per experiment, for `dvc metrics show/diff`")
+    p.add_argument("--report-dir", help="also write the HTML report's front page (front.rst: "
+                   "the claims table) and one evidence page per claim (claim_NN.html)")
     _modules(p)
     _config_dir(p)
     p.set_defaults(func=cmd_claims)

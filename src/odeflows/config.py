@@ -351,12 +351,34 @@ def _resolve(spec: RunSpec, exp: dict[str, Any], sc: dict[str, Any],
     if modules:
         meta["modules"] = list(modules)
     return _complete(meta, merged, datasets[spec.dataset], exp.get("task"), where,
-                     f"{where}: run {spec.dataset}/{spec.model}", layers)
+                     f"{where}: run {spec.dataset}/{spec.model}", layers, _shared_keys(exp))
+
+
+# layers every model / dataset of an experiment shares (the others name one model or dataset)
+_SHARED = ("defaults", "dataset_settings", "overrides", "dataset_overrides")
+# sections whose keys depend on the model (model_cfg) or on the task (eval, train)
+_OPTION_SECTIONS = ("model_cfg", "eval", "train")
+
+
+def _shared_keys(exp: dict[str, Any]) -> dict[str, set[str]]:
+    """Keys any model of the experiment (model_cfg) or any task (eval, train) accepts: a key set
+    in a shared layer applies to the runs that accept it; one nothing accepts is a typo."""
+    from odeflows.models import MODELS
+    from odeflows.tasks import TASKS
+
+    names = {exp.get("variants", {}).get(m, m) for m in exp["models"]}
+    model_keys = {k for n in names if n in MODELS for e in (MODELS.get(n, v)
+                  for v in MODELS.variants(n)) for k in e.options}
+    tasks = list(TASKS.all())
+    return {"model_cfg": model_keys,
+            "eval": {k for t in tasks for k in t.eval_options},
+            "train": {k for t in tasks for k in t.train_options}}
 
 
 def _complete(meta: dict[str, Any], merged: dict[str, Any], dataset: dict[str, Any],
               task_name: str | None, where: str, cell: str,
-              layers: list[tuple[str, dict[str, Any] | None]] = ()
+              layers: list[tuple[str, dict[str, Any] | None]] = (),
+              shared: dict[str, set[str]] | None = None
               ) -> tuple[dict[str, Any] | None, list[str]]:
     """A run config from its coordinates (``meta``) and merged settings: the dataset's facts,
     the task, every declared default, then a strict check (problems name the layers that set an
@@ -372,6 +394,16 @@ def _complete(meta: dict[str, Any], merged: dict[str, Any], dataset: dict[str, A
     except (UnknownName, ValueError) as err:
         return None, [f"{cell}: {err}"]
     merged = dict(merged)
+    accepted = {"model_cfg": set(model.options), "eval": set(task.eval_options),
+                "train": set(task.train_options) | set(_schema("run")["$defs"]["train"]
+                                                       ["properties"])}
+    for section in _OPTION_SECTIONS:
+        # a key from a shared layer meant for the experiment's other models / tasks
+        for key in [k for k in merged.get(section, {}) if k not in accepted[section]]:
+            origin = _set_in(list(layers), f"{section}.{key}")
+            if (shared and key in shared[section] and origin
+                    and all(o.split(".")[0] in _SHARED for o in origin)):
+                merged[section] = {k: v for k, v in merged[section].items() if k != key}
     merged.setdefault("eval_solver", merged.get("solver"))
     data: dict[str, Any] = {"generator": gen.name, "kind": gen.data}
     if gen.data == "images":
@@ -522,6 +554,8 @@ def plan(config: dict[str, Any]) -> Plan:
                 except ConfigError as err:
                     problems += err.problems
             for model in sc.get("models", exp["models"]):
+                if not _takes(exp, model, dataset, sc, datasets):
+                    continue  # e.g. an image baseline beside toy sets in a mixed experiment
                 spec0 = RunSpec(scale, exp_id, dataset, model, 0)
                 run_cfg, found = _resolve(spec0, exp, sc, datasets,
                                           _modules_of(cfg, [exp]), config_dir)
@@ -534,6 +568,31 @@ def plan(config: dict[str, Any]) -> Plan:
     if problems:
         raise ConfigError(problems)
     return result
+
+
+def _data_kind(entry: dict[str, Any], name: str) -> str | None:
+    from odeflows.data import GENERATORS
+
+    gen = entry.get("generator", name)
+    return GENERATORS.get(gen).data if gen in GENERATORS else None
+
+
+def _takes(exp: dict[str, Any], model: str, dataset: str, sc: dict[str, Any],
+           datasets: dict[str, Any]) -> bool:
+    """Whether a model runs on a dataset: a model runs on the datasets whose kind of data it
+    takes; one that takes none of the experiment's datasets is an error (reported by resolving
+    it), not silently skipped."""
+    from odeflows.models import MODELS
+
+    base = exp.get("variants", {}).get(model, model)
+    if base not in MODELS:
+        return True  # reported as unknown
+    kinds = set(MODELS.variants(base))
+    names = sc.get("datasets", exp["datasets"])
+    this = _data_kind(datasets[dataset], dataset)
+    if this is None or this in kinds:
+        return True
+    return not any(_data_kind(datasets[d], d) in kinds for d in names if d in datasets)
 
 
 def _check_names(exp: dict[str, Any], where: str, datasets: dict[str, Any],

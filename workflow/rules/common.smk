@@ -3,6 +3,7 @@
 import os
 import sys
 from importlib import resources
+from pathlib import Path
 
 from snakemake.utils import validate
 
@@ -99,6 +100,11 @@ def has_images():
     return any(c["data"]["kind"] == "images" for c in PLAN.configs.values())
 
 
+def front_page():
+    page = Path("results", SCALE, "report", "front.rst")
+    return str(page) if page.exists() else "workflow/report/workflow.rst"
+
+
 def final_outputs():
     out = []
     for exp in EXPERIMENTS:
@@ -119,7 +125,6 @@ def final_outputs():
 # checksum size limit so large inputs are checksummed too).
 import base64
 import shutil
-from pathlib import Path
 
 SNAKEMAKE_METADATA = Path(".snakemake", "metadata")
 EXPORTED_METADATA = Path("results", SCALE, "provenance", "snakemake-metadata")

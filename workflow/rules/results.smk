@@ -61,7 +61,9 @@ rule claims:
     output:
         claims=report("results/{scale}/claims.md", caption="../report/claims.rst",
                       category="Claims"),
-        metrics="results/{scale}/metrics.json",
+        metrics=directory("results/{scale}/metrics"),
+        report=report(directory("results/{scale}/report"), patterns=["{name}.html"],
+                      caption="../report/claim.rst", category="Claims"),
     params:
         code=code("claims"),
         tables_dir=lambda w, input: os.path.dirname(input.runs[0]),
@@ -73,8 +75,8 @@ rule claims:
         "../../envs/odeflows.yaml"
     shell:
         "odeflows claims --scale {wildcards.scale} --tables-dir {params.tables_dir} "
-        "--out {output.claims} --metrics {output.metrics} --config-dir {params.config_dir} "
-        "{params.modules} > {log} 2>&1"
+        "--out {output.claims} --metrics {output.metrics} --report-dir {output.report} "
+        "--config-dir {params.config_dir} {params.modules} > {log} 2>&1"
 
 
 rule parameters:

@@ -10,14 +10,41 @@ from odeflows.claims import (
     NOT_REPRODUCED,
     REPRODUCED,
     Evidence,
+    Need,
     Verdict,
     claim,
     compare,
     completed,
+    effect_line,
     findings,
     paired_claim,
+    paired_needs,
+    seeds_for_t,
     welch_t,
 )
+
+
+def _toy_needs(ev: Evidence) -> Need | None:
+    """Claim 4: t > 2 on every dataset (seeds from the observed effect); refuting it needs the
+    paper's training budget."""
+    runs = ev.get("affjord_toy")
+    if runs is None:
+        return None
+    need, seeds, towards = Need("affjord_toy", models=("ffjord", "affjord")), [], []
+    for ds, grp in completed(runs).groupby("dataset"):
+        f = grp[grp["model"] == "ffjord"]["best_val_loss"].to_numpy(float)
+        a = grp[grp["model"] == "affjord"]["best_val_loss"].to_numpy(float)
+        if len(f) and len(a):
+            need.effects.append(effect_line(ds, f, a, "best validation NLL, AFFJORD lower by"))
+            seeds.append(seeds_for_t(f, a))
+            towards.append(f.mean() > a.mean())
+    if not need.effects:
+        return None
+    need.seeds = None if any(n is None for n in seeds) else max(seeds)
+    need.direction = REPRODUCED if all(towards) else NOT_REPRODUCED
+    if need.direction == NOT_REPRODUCED:
+        need.iterations = ev.paper_length("affjord_toy", "iterations")
+    return need
 
 
 @claim(4, "AFFJORD reaches lower validation loss than FFJORD on toy data, about two standard "
@@ -25,7 +52,7 @@ from odeflows.claims import (
        "Welch t of best validation NLL (FFJORD − AFFJORD) per dataset: reproduced when t > 2 on "
        "every dataset; with fewer iterations than the paper's budget otherwise inconclusive (the "
        "claim is about the loss reached after training); at the paper's budget not reproduced "
-       "when t < −2 on any dataset or t ≤ 0 on all")
+       "when t < −2 on any dataset or t ≤ 0 on all", needs=_toy_needs)
 def claim_4(ev: Evidence) -> Verdict:
     runs = ev.get("affjord_toy")
     if runs is None:
@@ -66,7 +93,9 @@ def claim_4(ev: Evidence) -> Verdict:
 @claim(5, "AFFJORD beats FFJORD in bits/dim on images (AFFJORD Table 1).", ("affjord_images",),
        "Welch t of test bits/dim (FFJORD − AFFJORD) per dataset: reproduced when t ≥ 2 on every "
        "dataset; not reproduced when t ≤ −2 on any (unless training was under a quarter of the "
-       "paper's); else inconclusive")
+       "paper's); else inconclusive",
+       needs=lambda ev: paired_needs(ev, "affjord_images", "affjord", "ffjord", "test_bpd",
+                                     False, "test bits/dim"))
 def claim_5(ev: Evidence) -> Verdict:
     return paired_claim(ev, "affjord_images", "affjord", "ffjord", "test_bpd", False,
                         "test bits/dim")
@@ -76,7 +105,9 @@ def claim_5(ev: Evidence) -> Verdict:
        ("affjord_images",),
        "Welch t of training NFE per iteration, forward + backward (FFJORD − AFFJORD concat) per "
        "dataset: reproduced when t ≥ 2 on every dataset; not reproduced when t ≤ −2 on any "
-       "(unless training was under a quarter of the paper's); else inconclusive")
+       "(unless training was under a quarter of the paper's); else inconclusive",
+       needs=lambda ev: paired_needs(ev, "affjord_images", "affjord_concat", "ffjord",
+                                     "nfe_train_mean", False, "training NFE/iter"))
 def claim_6(ev: Evidence) -> Verdict:
     verdict, lines = paired_claim(ev, "affjord_images", "affjord_concat", "ffjord",
                                   "nfe_train_mean", False,

@@ -9,17 +9,56 @@ from odeflows.claims import (
     NOT_REPRODUCED,
     REPRODUCED,
     Evidence,
+    Need,
     Verdict,
     claim,
     completed,
     paired_claim,
+    paired_needs,
 )
+
+
+def _g1d_needs(ev: Evidence) -> Need | None:
+    """Claim 1's thresholds are on mean accuracies after training: what it lacks is training
+    (the paper: 50 epochs), not seeds."""
+    runs = ev.get("anode_toy")
+    if runs is None:
+        return None
+    g = completed(runs[runs["dataset"] == "g1d"])
+    acc = g.groupby("model")["test_accuracy"].agg(["mean", "std", "count"])
+    effects = [f"g1d: {m} test accuracy {r['mean']:.3f} ± {r['std']:.3f} (n={int(r['count'])})"
+               for m, r in acc.iterrows()]
+    return Need("anode_toy", effects, epochs=ev.paper_length("anode_toy", "epochs"),
+                models=("node", "anode", "resnet"))
+
+
+def _nfe_needs(ev: Evidence) -> Need | None:
+    """Claim 2: NODE's NFE growth must exceed one standard error: n ≥ (s/mean growth)²."""
+    runs = ev.get("anode_toy")
+    if runs is None:
+        return None
+    ok, need, seeds = completed(runs), Need("anode_toy", models=("node", "anode")), []
+    for ds, grp in ok.groupby("dataset"):
+        node = grp[grp["model"] == "node"]
+        growth = (node["nfe_last_epoch"] - node["nfe_first_epoch"]).to_numpy(float)
+        if len(growth) < 2:
+            continue
+        se = growth.std(ddof=1) / math.sqrt(len(growth))
+        need.effects.append(f"{ds}: NODE forward-NFE growth first → last epoch "
+                            f"{growth.mean():+.2f} ± {se:.2f} (s.e.)")
+        if growth.mean() > 0:
+            seeds.append(max(2, math.ceil((growth.std(ddof=1) / growth.mean()) ** 2)))
+    if not need.effects:
+        return None
+    need.seeds = max(seeds) if seeds else None
+    need.direction = REPRODUCED if seeds else NOT_REPRODUCED
+    return need
 
 
 @claim(1, "NODEs cannot represent g1d; ANODEs and ResNets can (ANODE §3-5).", ("anode_toy",),
        "g1d test accuracy (sign agreement), mean over seeds: reproduced when NODE ≤ 0.75 and "
        "ANODE, ResNet ≥ 0.95; not reproduced when NODE ≥ 0.95 or both ANODE and ResNet < 0.75; "
-       "else inconclusive")
+       "else inconclusive", needs=_g1d_needs)
 def claim_1(ev: Evidence) -> Verdict:
     runs = ev.get("anode_toy")
     if runs is None:
@@ -46,7 +85,7 @@ def claim_1(ev: Evidence) -> Verdict:
        "per dataset: last-epoch forward NFE of ANODE below NODE's (means), and NODE's growth "
        "first → last epoch positive and above one standard error; reproduced when ANODE is lower "
        "on every dataset and NODE grows on more than half; not reproduced when ANODE is lower on "
-       "none; else inconclusive")
+       "none; else inconclusive", needs=_nfe_needs)
 def claim_2(ev: Evidence) -> Verdict:
     runs = ev.get("anode_toy")
     if runs is None:
@@ -82,7 +121,9 @@ def claim_2(ev: Evidence) -> Verdict:
        ("anode_images",),
        "Welch t of test accuracy (ANODE − NODE) per dataset: reproduced when t ≥ 2 on every "
        "dataset; not reproduced when t ≤ −2 on any (unless training was under a quarter of the "
-       "paper's); else inconclusive")
+       "paper's); else inconclusive",
+       needs=lambda ev: paired_needs(ev, "anode_images", "anode", "node", "test_accuracy_pct",
+                                     True, "test accuracy %"))
 def claim_3(ev: Evidence) -> Verdict:
     return paired_claim(ev, "anode_images", "anode", "node", "test_accuracy_pct", True,
                         "test accuracy %")

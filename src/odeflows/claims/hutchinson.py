@@ -21,7 +21,8 @@ from odeflows.claims import (
        ("affjord_toy",),
        "per probe kind, the pooled z-scores of (mean of many probes − exact trace) over the "
        "trained fields: reproduced when |z| < 3 for at least 90 % of them and the combined "
-       "z = Σz/√n has |z| < 3, for every probe kind; else not reproduced")
+       "z = Σz/√n has |z| < 3, for every probe kind; else not reproduced",
+       about_training=False)
 def claim_10(ev: Evidence) -> Verdict:
     runs = ev.get("affjord_toy")
     if runs is None:

@@ -73,6 +73,7 @@ class ModelEntry:
     fit: Callable[[nn.Module, Any], None] | None = None
     # what the model offers beyond the surface of its kind; known traits:
     #   "divergence": a CNF whose field's divergence can be checked against Hutchinson's estimator
+    #   "baseline": a reference every other model of its kind should beat (tables flag its rows)
     traits: frozenset[str] = frozenset()
     label: str = ""
     color: str | None = None

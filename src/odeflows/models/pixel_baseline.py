@@ -78,7 +78,8 @@ def _register() -> None:
         "pixel_histogram", "images", frozenset({"density"}), build,
         {"smoothing": {"type": "number", "exclusiveMinimum": 0, "default": 1.0,
                        "description": "add-α counts per level (1: Laplace)"}},
-        samples=True, fit=lambda model, x: model.fit(x), label="per-pixel histogram",
+        samples=True, fit=lambda model, x: model.fit(x), traits=frozenset({"baseline"}),
+        label="per-pixel histogram",
         color="0.55", module=__name__,
         description="independent per-pixel categorical baseline, fitted in closed form"))
 
