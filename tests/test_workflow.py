@@ -220,4 +220,4 @@ def test_invalid_config_stops_before_any_job(tmp_path):
     assert not (wd / "results" / "smoke").exists()
     assert not (wd / "data" / "prepared" / "smoke").exists()
     out = _snakemake(wd, "-n", "--config", "scale=huge")
-    assert out.returncode != 0 and "allowed values: smoke, laptop, paper" in out.stderr
+    assert out.returncode != 0 and "allowed values: smoke, laptop, workstation, paper" in out.stderr
