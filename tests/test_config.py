@@ -49,14 +49,15 @@ def test_whole_paper_scale_job_matrix():
     """The papers' job matrix (the dry run of `snakemake --config scale=paper` schedules one train
     and one evaluate job per run): toy 20 x 3 models x 3 sets + 30 x 2 x 11 + 3 x 2 node_adjoint;
     images ANODE 5 x 2 x 4, AFFJORD 5 x 4 x 4, RNODE 1 x 2 x 4, ablation 1 x 4, affjord_rnode
-    5 x 4 x (hash + MNIST)."""
+    5 x 4 x (hash + MNIST); plus the per-pixel histogram baseline beside every image-density
+    model (AFFJORD 5 x 4, RNODE 1 x 4, ablation 1, affjord_rnode 5 x MNIST)."""
     specs = run_matrix({"scale": "paper", "config_dir": str(ROOT / "config")})
     by_exp = {}
     for s in specs:
         by_exp[s.experiment] = by_exp.get(s.experiment, 0) + 1
     assert by_exp == {"anode_toy": 180, "affjord_toy": 660, "node_adjoint": 6,
-                      "anode_images": 40, "affjord_images": 80, "rnode_images": 8,
-                      "rnode_ablation": 4, "affjord_rnode": 40} | {
+                      "anode_images": 40, "affjord_images": 80 + 20, "rnode_images": 8 + 4,
+                      "rnode_ablation": 4 + 1, "affjord_rnode": 40 + 5} | {
         k: v for k, v in by_exp.items() if k not in (
             "anode_toy", "affjord_toy", "node_adjoint", "anode_images", "affjord_images",
             "rnode_images", "rnode_ablation", "affjord_rnode")}
@@ -199,7 +200,7 @@ def test_every_problem_is_reported_at_once(tmp_path):
 
 
 def test_unknown_scale_experiment_and_workflow_key():
-    with pytest.raises(ConfigError, match="smoke, laptop, paper"):
+    with pytest.raises(ConfigError, match="smoke, laptop, workstation, paper"):
         run_matrix({"scale": "huge", "config_dir": str(ROOT / "config")})
     with pytest.raises(ConfigError, match="did you mean 'anode_toy'"):
         run_matrix({"scale": "smoke", "experiments": ["anode_tyo"],

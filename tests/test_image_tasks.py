@@ -178,7 +178,7 @@ def test_unknown_task_lists_the_registered_ones():
 def test_the_task_follows_from_model_and_dataset_facts():
     flow = _cfg(BASE_IMG_FLOW)
     assert flow["task"] == "image_density" and flow["data"] == {
-        "generator": "digits8x8", "kind": "images", "bits": 8}
+        "generator": "digits8x8", "kind": "images", "bits": 4}  # datasets.yaml's bits
     assert _cfg(BASE_CLS)["task"] == "classification"
     assert complete_config({**BASE_CLS, "dataset": "spheres2d", "model": "node",
                             "model_cfg": {}, "eval": {}}, ROOT / "config")["task"] == \

@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from odeflows import provenance
+from odeflows import plugins, provenance
 from odeflows.aggregate import TableTask, reference_numbers, run_rows
 from odeflows.config import config_hash
 from odeflows.rundir import RunDir
@@ -78,6 +78,7 @@ def _check_run(run: dict[str, Any], problems: list[str], code: list[str], where:
                         f"recorded ({sha[:12]}…); re-create it with `snakemake {path}`")
     if cfg is None:
         return
+    plugins.load(cfg.get("modules") or [])  # the run's own models and datasets, to hash them
     for stage, recorded, modules in (
             ("train", record.get("code_version"), record.get("code_modules") or {}),
             ("evaluate", (rd.evaluation() or {}).get("code_version"), {})):

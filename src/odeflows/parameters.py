@@ -60,6 +60,8 @@ def paper_config_counts(config_dir: str | Path = "config",
         size = datasets[spec.dataset].get("params", {}).get("image_size")
         shape = (gen.shape[0], size, size) if size else tuple(gen.shape)
         entry = get_model(cfg["model"], "images")
+        if "baseline" in entry.traits:  # not an architecture of the papers
+            continue
         with torch.device("meta"):
             net = build_model(cfg, shape, gen.classes)
         ours = num_parameters(net)
