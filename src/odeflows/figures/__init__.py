@@ -32,3 +32,6 @@ def register_figure(name: str) -> Callable[[Draw], Draw]:
 def get_figure(name: str) -> Draw:
     return FIGURES.get(name)
 
+
+# the built-in figures, imported here so that they are part of the plot stage's code version
+from odeflows.figures import flows as _flows  # noqa: E402,F401
