@@ -335,3 +335,40 @@ def test_discrete_flow_resumes_after_kill_with_identical_numbers(tmp_path, toy_d
     b = torch.load(tmp_path / "resumed" / "model.pt", weights_only=False)
     for key in ("final_state", "best_state"):
         assert all(torch.equal(a[key][k], b[key][k]) for k in a[key])
+
+
+@pytest.mark.slow
+def test_parameter_table_lists_only_models_with_a_reference():
+    from odeflows.parameters import paper_config_counts
+
+    table = paper_config_counts(ROOT / "config", [EXP])
+    # FFJORD's and AFFJORD's reference code build the CNF rungs; nothing builds the discrete
+    # flows' (they get no row)
+    assert set(table["model"].str.rsplit("_", n=1).str[0]) == {"ffjord", "affjord"}
+    assert table["reference_code"].notna().all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["linear_1", "nice_xs", "realnvp_xs", "maf_xs", "iaf_xs",
+                                   "nsf_xs", "ffjord_xs", "affjord_xs"])
+def test_paper_mnist_rung_builds_trains_and_evaluates(tmp_path, model):
+    """The smallest rung of every family at paper scale on full-size MNIST (784-D), through the
+    real loop and evaluation (quick solver, two steps, tiny batches)."""
+    from test_paper_configs import QUICK_SOLVER, _tiny_prepared
+
+    from odeflows.evaluate import evaluate
+    from odeflows.train import train
+
+    p = _plan("paper")
+    cfg = json.loads(json.dumps(next(p.configs[s] for s in p.runs if s.dataset == "mnist"
+                                     and s.model == model and s.seed == 0)))
+    cfg["solver"] = {**cfg["solver"], **QUICK_SOLVER}
+    cfg["eval_solver"] = {**cfg["eval_solver"], **QUICK_SOLVER}
+    cfg["train"].update(iterations=2, epochs=None, batch_size=1, val_every=2, device="cpu")
+    cfg["eval"].update(batch_size=2, samples=0, cost_batch=2, cost_repeats=1,
+                       roundtrip_batch=2, roundtrip_tolerances=[1e-3])
+    data = _tiny_prepared(tmp_path / "mnist.npz", "mnist")
+    assert train(cfg, data, tmp_path / "run", progress=False)["status"] == "completed"
+    ev = evaluate(tmp_path / "run", data)
+    assert ev["status"] == "completed" and np.isfinite(ev["test_bpd"])
+    assert ev["data_dim"] == 784 and ev["cost_points"] == 2
