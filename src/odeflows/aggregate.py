@@ -96,13 +96,16 @@ def run_rows(run_dirs: Iterable[str | Path], tasks: Mapping[str, Task] | None = 
         run = RunDir(path)
         experiment, dataset, model, seed = run.spec_parts
         ev = run.evaluation() or {"status": "missing"}
+        cfg = run.config() or {}
         row: dict[str, Any] = {"experiment": experiment, "dataset": dataset, "model": model,
                                "seed": seed, "run_dir": str(run.path),
-                               "status": ev.get("status"), "reason": ev.get("reason")}
+                               "status": ev.get("status"), "reason": ev.get("reason"),
+                               # the registered model a variant runs as (its family)
+                               "base_model": cfg.get("model", model)}
         for key, value in ev.items():
             if isinstance(value, (int, float, str, type(None))) and key not in row:
                 row["eval_code_version" if key == "code_version" else key] = value
-        task = (tasks or {}).get(str(path)) or _task_of(run)
+        task = (tasks or {}).get(str(path)) or (get_task(cfg["task"]) if cfg else None)
         if task is not None:
             row.update(task.run_columns(ev))
         row["baseline"] = _is_baseline(run)
@@ -130,11 +133,6 @@ def _is_baseline(run: RunDir) -> bool:
         "baseline" in MODELS.get(cfg["model"], kind).traits
 
 
-def _task_of(run: RunDir) -> Task | None:
-    cfg = run.config()
-    return get_task(cfg["task"]) if cfg else None
-
-
 # -- summary table --------------------------------------------------------------------------------
 def format_cell(mean: float | None, std: float | None, n: int, integer: bool = False) -> str:
     if n == 0 or mean is None or (isinstance(mean, float) and math.isnan(mean)):
@@ -157,6 +155,8 @@ def summarise(runs: pd.DataFrame, metrics: Sequence[str], ref: pd.DataFrame) -> 
         row: dict[str, Any] = {"dataset": dataset, "model": model, "seeds_ok": len(ok),
                                "seeds_failed": int((grp["status"] == "failed").sum()),
                                "seeds_missing": int((grp["status"] == "missing").sum())}
+        if "base_model" in grp:
+            row["base_model"] = grp["base_model"].iloc[0]
         for m in metrics:
             vals = pd.to_numeric(ok[m], errors="coerce").dropna()
             row[f"{m}_mean"] = float(vals.mean()) if len(vals) else float("nan")
@@ -183,13 +183,19 @@ def to_markdown(table: pd.DataFrame, metrics: Sequence[str], labels: Mapping[str
              "**ours**: mean ± std over successful seeds (ok / failed seeds; a row with no "
              "successful seed shows x). **paper**: the papers' own numbers (reference data, "
              "sources below), never produced by this workflow.", ""]
-    view: dict[str, list[str]] = {"dataset": [], "model": [], "seeds ok/failed": []}
+    # a variant's family is shown where an experiment has variants (e.g. size ladders)
+    family = "base_model" in table and bool((table["base_model"] != table["model"]).any())
+    view: dict[str, list[str]] = {"dataset": [], "model": [], **({"family": []} if family
+                                                                   else {}),
+                                  "seeds ok/failed": []}
     view.update({f"ours: {labels.get(m, m)}": [] for m in metrics})
     view.update({f"paper: {c.removeprefix('paper_')}": [] for c in paper_cols})
     sources = set()
     for _, r in table.iterrows():
         view["dataset"].append(r["dataset"])
         view["model"].append(r["model"])
+        if family:
+            view["family"].append(r["base_model"])
         view["seeds ok/failed"].append(f"{r['seeds_ok']}/{r['seeds_failed']}")
         for m in metrics:
             n = int(r[f"{m}_n"])
@@ -229,22 +235,28 @@ def training_curves(runs: pd.DataFrame) -> pd.DataFrame:
 # -- one experiment -------------------------------------------------------------------------------
 class TableTask(Task):
     """The tasks of an experiment's runs seen as one table: the union of their columns (an
-    experiment over toy and image data reports nats and bits/dim side by side)."""
+    experiment over toy and image data reports nats and bits/dim side by side), then the extra
+    ``columns`` the experiment names (column → label)."""
 
-    def __init__(self, tasks: Sequence[Task]):
+    def __init__(self, tasks: Sequence[Task], columns: Mapping[str, str] | None = None):
         self.parts = list(dict.fromkeys(tasks))
-        self.metrics = tuple(dict.fromkeys(m for t in self.parts for m in t.metrics))
+        columns = dict(columns or {})
+        self.metrics = tuple(dict.fromkeys([*(m for t in self.parts for m in t.metrics),
+                                            *columns]))
         labels: dict[str, list[str]] = {}
         for t in self.parts:
             for m, label in t.labels.items():
                 labels.setdefault(m, [])
                 if label not in labels[m]:
                     labels[m].append(label)
-        self.labels = {m: " / ".join(v) for m, v in labels.items()}
+        self.labels = {**{m: " / ".join(v) for m, v in labels.items()}, **columns}
         self.headlines = tuple(dict.fromkeys(h for t in self.parts for h in t.headlines))
         self.table_keys = self.parts[0].table_keys
         self.name = "+".join(t.name for t in self.parts)
-        self.own = self.parts[0] if len(self.parts) == 1 else None
+        self.own = self.parts[0] if len(self.parts) == 1 and not columns else None
+        if columns and self.table_keys != Task.table_keys:
+            raise ValueError(f"extra table columns need a (dataset, model) table; tasks "
+                             f"{self.name} tabulate by {', '.join(self.table_keys)}")
 
     def summarise(self, runs: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
         return (self.own or super()).summarise(runs, reference)
@@ -256,15 +268,17 @@ class TableTask(Task):
         return (self.own or super()).curves(runs)
 
 
-def experiment_tasks(p: Plan, experiment: str) -> tuple[TableTask, dict[str, Task]]:
-    """The experiment's table task and each run directory's task."""
+def experiment_tasks(p: Plan, experiment: str, columns: Mapping[str, str] | None = None
+                     ) -> tuple[TableTask, dict[str, Task]]:
+    """The experiment's table task (with its extra ``columns``) and each run directory's
+    task."""
     by_run = {p.configs[s]["task"] for s in p.runs_of(experiment)}
     tasks = [get_task(n) for n in sorted(by_run)]
     if len({t.table_keys for t in tasks}) > 1:
         raise ValueError(f"experiment {experiment} mixes tasks with different tables: "
                          f"{', '.join(t.name for t in tasks)}")
     runs = {s.path: get_task(p.configs[s]["task"]) for s in p.runs_of(experiment)}
-    return TableTask(tasks), runs
+    return TableTask(tasks, columns), runs
 
 
 def aggregate(scale: str, experiment: str, out_dir: str | Path, config_dir: str | Path = "config",
@@ -274,7 +288,7 @@ def aggregate(scale: str, experiment: str, out_dir: str | Path, config_dir: str 
     exp = load_experiment(experiment, config_dir)
     p = plan({"scale": scale, "experiments": [experiment], "config_dir": str(config_dir),
               "modules": list(modules)})
-    task, run_tasks = experiment_tasks(p, experiment)
+    task, run_tasks = experiment_tasks(p, experiment, exp.get("columns"))
     runs = run_rows([s.path for s in p.runs_of(experiment)], run_tasks)
     table = task.summarise(runs, reference_numbers(reference))
     paths = {"csv": out_dir / f"{experiment}.csv", "md": out_dir / f"{experiment}.md",
@@ -299,7 +313,8 @@ def aggregate(scale: str, experiment: str, out_dir: str | Path, config_dir: str 
         })
     provenance.write_json_atomic(paths["prov"], {
         "table": str(paths["csv"]), "experiment": experiment, "scale": scale,
-        "tasks": [t.name for t in task.parts], "keys": keys,
+        "tasks": [t.name for t in task.parts], "columns": dict(exp.get("columns") or {}),
+        "keys": keys,
         "table_keys": list(task.table_keys), "per_seed_file": str(paths["runs"]),
         "headlines": list(exp.get("headlines") or task.headlines),
         "protocol": PROTOCOL,

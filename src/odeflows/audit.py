@@ -104,7 +104,7 @@ def audit(table: str | Path, verify: bool = False,
     problems = report.problems
     keys = list(side.get("table_keys") or side.get("keys", ["dataset", "model"]))
     run_dirs = list(dict.fromkeys(r["run_dir"] for row in side["rows"] for r in row["runs"]))
-    task = TableTask([get_task(t) for t in side["tasks"]])
+    task = TableTask([get_task(t) for t in side["tasks"]], side.get("columns"))
     recomputed = task.summarise(run_rows(run_dirs), reference_numbers())
     merged = csv.merge(recomputed, on=keys, how="outer", suffixes=("", "__recomputed"),
                        indicator=True)

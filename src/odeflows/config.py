@@ -32,8 +32,8 @@ from odeflows.rundir import RunSpec
 
 __all__ = ["ConfigError", "Plan", "RunSpec", "config_hash", "dataset_config", "deep_merge",
            "experiment_ids", "launcher", "load_datasets", "load_experiment", "load_scales",
-           "plan", "complete_config", "resolve_run", "run_matrix", "run_resources", "scale_entry",
-           "validate_workflow"]
+           "models_on", "plan", "complete_config", "resolve_run", "run_matrix", "run_resources",
+           "scale_entry", "validate_workflow"]
 
 SCHEMAS = ("workflow", "experiment", "run", "datasets", "scales")
 # layers of an experiment file, in merge order (later wins)
@@ -270,6 +270,14 @@ def scale_entry(exp: dict[str, Any], scale: str, config_dir: str | Path) -> dict
             return entry
     raise ConfigError(f"experiment {exp['id']} has no settings for scale {scale!r} (it has: "
                       f"{', '.join(scales)}; a scale can extend another in scales.yaml)")
+
+
+def models_on(sc: dict[str, Any], exp: dict[str, Any], dataset: str) -> list[str]:
+    """The models an experiment runs on ``dataset`` at a scale (its settings ``sc``): the
+    scale's ``dataset_models[dataset]`` where given, else the scale's (or experiment's) models."""
+    models = sc.get("models", exp["models"])
+    only = sc.get("dataset_models", {}).get(dataset)
+    return models if only is None else [m for m in models if m in only]
 
 
 def _layers(exp: dict[str, Any], sc: dict[str, Any], dataset: str, model: str
@@ -553,7 +561,7 @@ def plan(config: dict[str, Any]) -> Plan:
                     dataset_config(dataset, scale, config_dir)
                 except ConfigError as err:
                     problems += err.problems
-            for model in sc.get("models", exp["models"]):
+            for model in models_on(sc, exp, dataset):
                 if not _takes(exp, model, dataset, sc, datasets):
                     continue  # e.g. an image baseline beside toy sets in a mixed experiment
                 spec0 = RunSpec(scale, exp_id, dataset, model, 0)
@@ -634,6 +642,15 @@ def _check_names(exp: dict[str, Any], where: str, datasets: dict[str, Any],
             if key not in models:
                 problems.append(f"{where}: dataset_model_settings.{ds}.{key}: not one of the "
                                 f"experiment's models{suggest(key, models)}")
+    if exp.get("figures"):
+        # the light registry: figure modules import matplotlib only when they draw
+        from odeflows.figures import FIGURES
+
+        known = FIGURES.names()
+        for name in exp["figures"]:
+            if name not in known:
+                problems.append(f"{where}: figures: unknown figure {name!r}"
+                                f"{suggest(name, known)}; figures: {', '.join(known)}")
     for scale, sc in exp["scales"].items():
         if scale not in scales:
             problems.append(f"{where}: scales.{scale}: unknown scale{suggest(scale, scales)}; "
@@ -647,6 +664,14 @@ def _check_names(exp: dict[str, Any], where: str, datasets: dict[str, Any],
                                 f"experiment's {'models' if allowed is models else 'datasets'}"
                                 f"{suggest(k, allowed)}; allowed values: "
                                 f"{', '.join(sorted(allowed))}")
+        for ds, cell_models in sc.get("dataset_models", {}).items():
+            if ds not in dsets:
+                problems.append(f"{where}: scales.{scale}.dataset_models.{ds}: not one of the "
+                                f"experiment's datasets{suggest(ds, dsets)}")
+            for m in cell_models:
+                if m not in models:
+                    problems.append(f"{where}: scales.{scale}.dataset_models.{ds}: {m!r} is not "
+                                    f"one of the experiment's models{suggest(m, models)}")
     return problems
 
 
@@ -671,7 +696,7 @@ def resolve_run(spec: RunSpec, config_dir: str | Path = "config",
         raise ConfigError(problems)
     sc = scale_entry(exp, spec.scale, config_dir)
     if spec.dataset not in sc.get("datasets", exp["datasets"]) or \
-            spec.model not in sc.get("models", exp["models"]):
+            spec.model not in models_on(sc, exp, spec.dataset):
         raise ConfigError(f"run {spec.dataset}/{spec.model} is not part of experiment "
                           f"{spec.experiment} at scale {spec.scale}")
     cfg, problems = _resolve(spec, exp, sc, datasets, mods, config_dir)

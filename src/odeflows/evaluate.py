@@ -1,6 +1,7 @@
 """Evaluate a finished run on its test split; never retrains. Writes ``eval.json``: the test
 scores of the best-validation weights and whatever evidence the run's task records (density
-grids, Hutchinson checks, samples, trajectories — arrays go next to it in the run directory)."""
+grids, Hutchinson checks, samples, trajectories — arrays go next to it in the run directory) and
+the facts its dataset's generator knows in closed form (``data_<name>``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch
 from odeflows import provenance
 from odeflows.api import load_run
 from odeflows.data.prepared import load as load_data
+from odeflows.data.prepared import load_meta
 from odeflows.rundir import RunDir
 from odeflows.tasks import task_for
 
@@ -41,6 +43,10 @@ def evaluate(run_dir: str | Path, data_path: str | Path) -> dict[str, Any]:
     result.update(task.test_scores(model, data, cfg, gen))
     if math.isfinite(result["test_loss"]):
         result.update(task.evidence(model, data, cfg, gen, rd))
+        # what the dataset's generator knows in closed form (e.g. the true entropy), beside the
+        # model's scores so that claims can compare them
+        result.update({f"data_{k}": v
+                       for k, v in (load_meta(data_path).get("facts") or {}).items()})
     else:
         result.update(status="failed", reason="non-finite test loss")
     rd.write_evaluation(result)

@@ -742,7 +742,8 @@ def plot_experiment(scale: str, experiment: str, out_dir: str | Path,
                     config_dir: str | Path = "config", modules: Sequence[str] = ()
                     ) -> list[Path]:
     """Write every figure of ``experiment`` at ``scale`` into ``out_dir`` as PNG and PDF: the
-    figures of each task its runs have, over that task's datasets.
+    figures of each task its runs have, over that task's datasets, then the registered figures
+    the experiment names (``figures:``).
 
     Reads run directories (paths relative to the working directory) and prepared data only.
     Returns the paths written, PNG before PDF for each figure.
@@ -761,4 +762,9 @@ def plot_experiment(scale: str, experiment: str, out_dir: str | Path,
                          "ytick.labelsize": 8}):
         for task, datasets in by_task.items():
             paths += get_task(task).figures(exp.restrict(datasets), out_dir)
+        if exp.cfg.get("figures"):
+            from odeflows.figures import get_figure
+
+            for name in exp.cfg["figures"]:  # the experiment's own, over all its datasets
+                paths += get_figure(name)(exp, out_dir)
     return paths

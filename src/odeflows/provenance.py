@@ -52,7 +52,9 @@ STAGES: dict[str, tuple[str, ...]] = {
     "train": ("odeflows.train",),
     "evaluate": ("odeflows.evaluate",),
     "aggregate": ("odeflows.aggregate",),
-    "plot": ("odeflows.plots", "odeflows.plots_images"),
+    # the figure registry is a plot-stage root so that configuration checks of figure names
+    # (config imports it lazily) never make figure code part of a training run's version
+    "plot": ("odeflows.plots", "odeflows.plots_images", "odeflows.figures"),
     "claims": ("odeflows.claims",),
     "parameters": ("odeflows.parameters",),
 }

@@ -35,7 +35,9 @@ class Generator:
     generate: Callable[[dict[str, Any]], Arrays]
     targets: str | None = None  # None (density data) | "regression" | "classes"
     params: Mapping[str, dict[str, Any]] = field(default_factory=dict)  # JSON schema per param
-    describe: Callable[[dict[str, Any], Arrays], dict[str, Any]] | None = None  # sidecar extras
+    # sidecar extras; its "facts" (name → number the generator knows about the distribution,
+    # e.g. the true entropy) are copied into every run's eval.json as data_<name>
+    describe: Callable[[dict[str, Any], Arrays], dict[str, Any]] | None = None
     shape: tuple[int, ...] | None = None  # images: native (C, H, W)
     classes: int | None = None
     bits: int | None = None  # images: bits per pixel the papers model
@@ -62,10 +64,13 @@ def get_generator(name: str) -> Generator:
 
 def register_sampler(name: str, *, targets: str | None = None,
                      params: Mapping[str, dict[str, Any]] | None = None,
-                     description: str = "") -> Callable[[Callable], Callable]:
+                     description: str = "",
+                     facts: Callable[..., Mapping[str, float]] | None = None
+                     ) -> Callable[[Callable], Callable]:
     """Register ``fn(n, rng, **params)`` → ``x`` or ``(x, y)`` as a vector dataset: each split is
     drawn independently from its own seeded stream (so changing one split's size leaves the others
-    unchanged)."""
+    unchanged). ``facts(**params)`` gives numbers known in closed form about the distribution
+    (e.g. its entropy), recorded in the prepared data's sidecar and in each run's evaluation."""
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         def generate(cfg: dict[str, Any]) -> Arrays:
             arrays: Arrays = {}
@@ -78,8 +83,14 @@ def register_sampler(name: str, *, targets: str | None = None,
                     arrays[f"y_{split}"] = y
             return arrays
 
+        describe = None
+        if facts is not None:
+            def describe(cfg: dict[str, Any], arrays: Arrays) -> dict[str, Any]:
+                return {"facts": {k: float(v)
+                                  for k, v in facts(**(cfg.get("params") or {})).items()}}
+
         register_generator(Generator(name, "vectors", generate, targets=targets,
-                                     params=params or {}, description=description,
-                                     module=fn.__module__))
+                                     params=params or {}, describe=describe,
+                                     description=description, module=fn.__module__))
         return fn
     return wrap

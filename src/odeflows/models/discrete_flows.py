@@ -126,56 +126,9 @@ def validate_options(family: str, options: dict[str, Any]) -> dict[str, Any]:
     return {**option_defaults(family), **copy.deepcopy(options)}
 
 
-# -- size ladders ---------------------------------------------------------------------------------
-# About 1k, 5k, 25k and 100k parameters on 2-D data for every network family (``ladder_parameters``
-# counts them for any D). The linear flow has D² + D parameters per layer whatever its options, so
-# its ladder stacks layers: 6, 12, 24 parameters at D = 2 (a composition of affine maps is affine,
-# so the larger rungs can only match the smallest).
-LADDERS: dict[str, dict[str, dict[str, Any]]] = {
-    "linear": {"l1": {"transforms": 1}, "l2": {"transforms": 2}, "l4": {"transforms": 4}},
-    "nice": {
-        "xs": {"transforms": 4, "hidden_dims": [16, 16]},
-        "s": {"transforms": 4, "hidden_dims": [32, 32]},
-        "m": {"transforms": 6, "hidden_dims": [64, 64]},
-        "l": {"transforms": 6, "hidden_dims": [128, 128]},
-    },
-    "realnvp": {
-        "xs": {"transforms": 4, "hidden_dims": [16, 16]},
-        "s": {"transforms": 4, "hidden_dims": [32, 32]},
-        "m": {"transforms": 6, "hidden_dims": [64, 64]},
-        "l": {"transforms": 6, "hidden_dims": [128, 128]},
-    },
-    "maf": {
-        "xs": {"transforms": 4, "hidden_dims": [16, 16]},
-        "s": {"transforms": 4, "hidden_dims": [32, 32]},
-        "m": {"transforms": 6, "hidden_dims": [64, 64]},
-        "l": {"transforms": 6, "hidden_dims": [128, 128]},
-    },
-    "iaf": {
-        "xs": {"transforms": 4, "hidden_dims": [16, 16]},
-        "s": {"transforms": 4, "hidden_dims": [32, 32]},
-        "m": {"transforms": 6, "hidden_dims": [64, 64]},
-        "l": {"transforms": 6, "hidden_dims": [128, 128]},
-    },
-    "nsf": {
-        "xs": {"transforms": 2, "hidden_dims": [12, 12]},
-        "s": {"transforms": 3, "hidden_dims": [32, 32]},
-        "m": {"transforms": 4, "hidden_dims": [64, 64]},
-        "l": {"transforms": 5, "hidden_dims": [128, 128]},
-    },
-}
-# the range every network family's ladder spans on 2-D data (tests check it)
-LADDER_PARAMETERS_2D = (700, 150_000)
-
-
-def ladder_parameters(dim: int | Sequence[int]) -> dict[str, dict[str, int]]:
-    """Trainable parameters of every ladder rung for inputs of ``dim`` (an int or a shape)."""
-    shape = (dim,) if isinstance(dim, int) else tuple(dim)
-    return {fam: {rung: num_parameters(build_discrete_flow(fam, shape, **opts))
-                  for rung, opts in rungs.items()}
-            for fam, rungs in LADDERS.items()}
-
-
+# -- sizes --------------------------------------------------------------------------------------
+# Size ladders are experiment configuration (config/experiments/primer_flows.yaml: one variant per
+# rung); tests read them from there.
 def num_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -343,6 +296,25 @@ class DiscreteFlow(nn.Module):
     def base_log_prob(self, z: torch.Tensor) -> torch.Tensor:
         var = self.base_std ** 2
         return -0.5 * (z.pow(2).sum(1) / var + self.dim * math.log(2 * math.pi * var))
+
+    @property
+    def structure(self) -> str:
+        """How the flow's cost splits between its directions (primer §3.3-3.5): ``linear`` (no
+        network), ``coupling`` (one pass each way), ``autoregressive`` (density one pass per
+        transform, sampling D) or ``inverse_autoregressive`` (the reverse)."""
+        kinds = {type(t) for t in self.transform.transforms}
+        if InverseAutoregressive in kinds:
+            return "inverse_autoregressive"
+        if MaskedAutoregressiveTransform in kinds:
+            return "autoregressive"
+        if GeneralCouplingTransform in kinds:
+            return "coupling"
+        return "linear"
+
+    def effective_parameters(self) -> int:
+        """Trainable parameters that can reach the output (see
+        :func:`num_effective_parameters`)."""
+        return num_effective_parameters(self)
 
     # -- density ----------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None
