@@ -99,7 +99,7 @@ CASES = {
                      model_cfg={"width": 64, "hyper_hidden": 32, "aug_dim": 2, "aug_hidden": 3,
                                 "t_data": 10.0, "t_base": 0.0, "base_std": 0.1 ** 0.5,
                                 "analytic_trace": True},
-                     solver={"method": "rk4", "steps": 40},
+                     solver={"method": "rk4", "steps": 40, "adjoint": False},
                      train={"lr": 1e-3, "weight_decay": 0.0}),
 }
 IMAGE_CASE = "mnist_multiscale"
@@ -112,6 +112,7 @@ def _apply_fused(model: nn.Module, cfg: dict) -> nn.Module:
     dyn = getattr(model, "dynamics", None)
     if dyn is not None and hasattr(dyn, "fused") and not cfg["model_cfg"].get("fused", True):
         dyn.fused = None
+        dyn.fused_rk4 = None
     return model
 
 
