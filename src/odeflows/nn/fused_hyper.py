@@ -34,11 +34,11 @@ evaluation times and the NFE are those of ``odeint`` with the same options.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from odeflows.nn.fields import AugmentedDynamics, AugmentedHyperField, HyperUnits, TimeHyperField
@@ -99,9 +99,16 @@ def stage_times(grid: torch.Tensor, reversed_: bool) -> torch.Tensor:
 # -- per-stage weights of the x-field --------------------------------------------------------
 def stage_weights(units: HyperUnits, cond: torch.Tensor, a: torch.Tensor | None,
                   need_jacobian: bool) -> list[torch.Tensor]:
-    """[A2 (S, D, W), beff2 (S, W), U2 (S, W, D), u0 (S, D), c4 (S, W), (M4 (S, W, D·D))] of the
-    module docstring, for the hypernet inputs ``cond`` (S, cond_dim) and, for AFFJORD, the
-    augmented state ``a`` (S, A) entering the field as extra inputs. Differentiable."""
+    """The x-field's weights at every stage, for the hypernet inputs ``cond`` (S, cond_dim) and,
+    for AFFJORD, the augmented state ``a`` (S, A) entering the field as extra inputs:
+
+    - ``A`` (S, W, D + 1): q = A [xᵀ; 1] (twice the pre-activation; last column the bias);
+    - ``C`` (S, R, 2W + 1): the stage's outputs as rows, [fᵀ; 0; −tr; (J)] = C [σ; s; 1],
+      R = D + 2 (+ D² with the Jacobian, row D + 2 + jD + k holding ∂f_j/∂x_k). The zero row
+      keeps the constant row of the state constant.
+
+    Biases ride on constant rows of ones because ``addmm`` with a broadcast bias costs twice a
+    plain product here. Ordinary differentiable ops, batched over the stages."""
     S = cond.shape[0]
     W, n_in, D = units.width, units.in_dim, units.out_dim
     p = units.hyper(cond)
@@ -114,36 +121,115 @@ def stage_weights(units: HyperUnits, cond: torch.Tensor, a: torch.Tensor | None,
     wx = w[..., :D]
     if a is not None:  # the augmented inputs enter like a bias shared by the batch
         b = b + torch.bmm(w[..., D:], a.unsqueeze(-1)).squeeze(-1)
-    out = [2 * wx.transpose(1, 2), 2 * b, 2 * U, -U.sum(1), 4 * (U * wx).sum(-1)]
+    A = 2 * torch.cat([wx, b.unsqueeze(-1)], dim=2)
+    z = U.new_zeros(())
+    rows = [torch.cat([2 * U.transpose(1, 2), z.expand(S, D, W), -U.sum(1).unsqueeze(-1)], dim=2),
+            z.expand(S, 1, 2 * W + 1),
+            torch.cat([z.expand(S, 1, W), -4 * (U * wx).sum(-1).unsqueeze(1), z.expand(S, 1, 1)],
+                      dim=2)]
     if need_jacobian:
-        out.append(4 * (U.unsqueeze(-1) * wx.unsqueeze(-2)).reshape(S, W, D * D))
-    return out
+        M4T = 4 * (U.unsqueeze(-1) * wx.unsqueeze(-2)).reshape(S, W, D * D).transpose(1, 2)
+        rows.append(torch.cat([z.expand(S, D * D, W), M4T, z.expand(S, D * D, 1)], dim=2))
+    return [A, torch.cat(rows, dim=1)]
 
 
 # -- the augmented state along the grid ------------------------------------------------------
+def _g_eval(a: list[float], w1: list[list[float]], b1: list[float], w2: list[list[float]],
+            b2: list[float]) -> tuple[list[float], list[float], list[float]]:
+    """g(a) = W₂ ELU(W₁ a + b₁) + b₂ on Python floats: (g, pre-activation, ELU output)."""
+    z = [bi + sum(wi * ai for wi, ai in zip(row, a)) for row, bi in zip(w1, b1)]
+    e = [v if v > 0 else math.expm1(v) for v in z]
+    return [bi + sum(wi * ei for wi, ei in zip(row, e)) for row, bi in zip(w2, b2)], z, e
+
+
+class _AugmentedTrajectory(torch.autograd.Function):
+    """RK4 of da/dt = g(a) (AFFJORD's augmented state, one (1, A) vector shared by the batch):
+    (a0, W₁, b₁, W₂, b₂) → (a at every stage input (S, A), a at the end (1, A)).
+
+    a has a couple of coordinates and g a few hidden units: a tensor operation would cost
+    microseconds of overhead for a handful of flops, so both directions run on Python floats
+    (float64) and the results are cast to the model's dtype."""
+
+    @staticmethod
+    def forward(ctx: Any, hs: list[float], a0: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor,
+                w2: torch.Tensor, b2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        P = [w1.tolist(), b1.tolist(), w2.tolist(), b2.tolist()]
+        a = a0.reshape(-1).tolist()
+        stages: list[list[float]] = []
+        hidden: list[tuple[list[float], list[float]]] = []
+        for h in hs:
+            y = a
+            ks: list[list[float]] = []
+            for j in range(4):
+                if j == 1:
+                    y = [ai + h * k * _ONE_THIRD for ai, k in zip(a, ks[0])]
+                elif j == 2:
+                    y = [ai + h * (k2 - k1 * _ONE_THIRD) for ai, k1, k2 in zip(a, *ks[:2])]
+                elif j == 3:
+                    y = [ai + h * (k1 - k2 + k3) for ai, k1, k2, k3 in zip(a, *ks[:3])]
+                k, z, e = _g_eval(y, *P)
+                stages.append(y)
+                hidden.append((z, e))
+                ks.append(k)
+            a = [ai + (k1 + 3 * (k2 + k3) + k4) * h * 0.125 for ai, k1, k2, k3, k4 in zip(a, *ks)]
+        ctx.hs, ctx.P, ctx.stages, ctx.hidden = hs, P, stages, hidden
+        ctx.like = w1
+        return (torch.tensor(stages, dtype=a0.dtype, device=a0.device),
+                torch.tensor([a], dtype=a0.dtype, device=a0.device))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, g_stages: torch.Tensor | None, g_end: torch.Tensor | None) -> tuple:
+        w1, _, w2, _ = ctx.P
+        H, A = len(w1), len(w1[0])
+        gw1 = [[0.0] * A for _ in range(H)]
+        gb1 = [0.0] * H
+        gw2 = [[0.0] * H for _ in range(A)]
+        gb2 = [0.0] * A
+        gst = g_stages.tolist() if g_stages is not None else [[0.0] * A] * len(ctx.stages)
+        ga = g_end.reshape(-1).tolist() if g_end is not None else [0.0] * A
+
+        def vjp(i: int, gk: list[float]) -> list[float]:
+            """gkᵀ ∂g/∂(a, θ) at stage i, plus the stage input's own gradient."""
+            y, (z, e) = ctx.stages[i], ctx.hidden[i]
+            for r in range(A):
+                gb2[r] += gk[r]
+                row = gw2[r]
+                for c in range(H):
+                    row[c] += gk[r] * e[c]
+            gz = [sum(w2[r][c] * gk[r] for r in range(A)) * (1.0 if z[c] > 0 else e[c] + 1.0)
+                  for c in range(H)]
+            for c in range(H):
+                gb1[c] += gz[c]
+                row = gw1[c]
+                for r in range(A):
+                    row[r] += gz[c] * y[r]
+            return [gi + sum(w1[c][r] * gz[c] for c in range(H)) for r, gi in enumerate(gst[i])]
+
+        for n in range(len(ctx.hs) - 1, -1, -1):
+            h = ctx.hs[n]
+            b8 = h * 0.125
+            gD = vjp(4 * n + 3, [b8 * g for g in ga])
+            gC = vjp(4 * n + 2, [3 * b8 * g + h * d for g, d in zip(ga, gD)])
+            gB = vjp(4 * n + 1, [3 * b8 * g + h * (c - d) for g, c, d in zip(ga, gC, gD)])
+            gA = vjp(4 * n, [b8 * g + h * d + h * _ONE_THIRD * (b - c)
+                             for g, b, c, d in zip(ga, gB, gC, gD)])
+            ga = [g + p + q + r + s for g, p, q, r, s in zip(ga, gA, gB, gC, gD)]
+        like = ctx.like
+
+        def t(v: list) -> torch.Tensor:
+            return torch.tensor(v, dtype=like.dtype, device=like.device)
+
+        return None, t([ga]), t(gw1), t(gb1), t(gw2), t(gb2)
+
+
 def augmented_stages(g: AugmentedDynamics, a0: torch.Tensor, hs: Sequence[float]
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """RK4 of da/dt = g(a) from ``a0`` (1, A) with signed steps ``hs``: the stage inputs
-    (4·steps, A) and the final state (1, A); ordinary autograd (a is tiny)."""
+    (4·steps, A) and the final state (1, A), differentiable w.r.t. a0 and g's parameters."""
     lin1, lin2 = _elu_mlp(g)
-    w1, b1, w2, b2 = lin1.weight, lin1.bias, lin2.weight, lin2.bias
-
-    def rhs(a: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.elu(F.linear(a, w1, b1)), w2, b2)
-
-    stages: list[torch.Tensor] = []
-    a = a0
-    for h in hs:
-        k1 = rhs(a)
-        a2 = a + h * k1 * _ONE_THIRD
-        k2 = rhs(a2)
-        a3 = a + h * (k2 - k1 * _ONE_THIRD)
-        k3 = rhs(a3)
-        a4 = a + h * (k1 - k2 + k3)
-        k4 = rhs(a4)
-        stages += [a, a2, a3, a4]
-        a = a + (k1 + 3 * (k2 + k3) + k4) * h * 0.125
-    return torch.cat(stages), a
+    return _AugmentedTrajectory.apply(list(hs), a0, lin1.weight, lin1.bias, lin2.weight,
+                                      lin2.bias)
 
 
 # -- the x-solve ---------------------------------------------------------------------------
@@ -154,142 +240,125 @@ class _Config:
         self.hs, self.reg = hs, reg
 
 
-def _stage(x: torch.Tensor, A2: torch.Tensor, beff2: torch.Tensor, U2: torch.Tensor,
-           u0: torch.Tensor, c4: torch.Tensor, M4: torch.Tensor | None,
-           reg: tuple[float, float] | None, sig_out: torch.Tensor | None = None,
-           s_out: torch.Tensor | None = None
-           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """One evaluation: (f (B, D), extras [−tr, (kin, frob)] (B, E), σ, s, J or None)."""
-    sig = torch.sigmoid(torch.addmm(beff2, x, A2), out=sig_out)
-    s = torch.addcmul(sig, sig, sig, value=-1, out=s_out)
-    f = torch.addmm(u0, sig, U2)
-    ntr = torch.mv(s, c4).neg_().unsqueeze(1)
-    if reg is None:
-        return f, ntr, sig, s, None
-    J = torch.mm(s, M4)
-    extras = torch.cat([ntr, f.square().sum(1, keepdim=True).mul_(reg[0]),
-                        J.square().sum(1, keepdim=True).mul_(reg[1])], dim=1)
-    return f, extras, sig, s, J
+class _Solve:
+    """The x-solve on the state as rows Y = [xᵀ; 1; Δ; (K; J)] (D + 1 + E, B): the layout in
+    which the products with a narrow side (D = 2) are fast on CPU (MKL is several times slower
+    on (B, W)·(W, 2) than on (2, W)·(W, B))."""
+
+    def __init__(self, cfg: _Config, weights: Sequence[torch.Tensor], like: torch.Tensor,
+                 save: bool):
+        self.cfg = cfg
+        self.A, self.C = (w.unbind(0) for w in weights)
+        S, W, D1 = weights[0].shape
+        self.D, self.W, self.B = D1 - 1, W, like.shape[0]
+        self.save = save
+        # one buffer per stage: small blocks come from the heap, reused across iterations; one
+        # S-stage buffer would be a fresh mmap (page faults on first touch) every solve
+        self.Z = [self._buffer(like) for _ in range(S)] if save else None
+        self.ys: list[torch.Tensor] = []
+        self.outs: list[torch.Tensor] = []
+
+    def _buffer(self, like: torch.Tensor) -> torch.Tensor:
+        Z = like.new_empty(2 * self.W + 1, self.B)
+        Z[-1] = 1
+        return Z
+
+    def stage(self, i: int, y: torch.Tensor) -> torch.Tensor:
+        """dY/dt at stage i for the state rows y (reads the x rows and the row of ones)."""
+        D, W, reg = self.D, self.W, self.cfg.reg
+        x = y[:D + 1]
+        Z = self.Z[i] if self.save else self._buffer(y)
+        sig, s = Z[:W], Z[W:2 * W]
+        torch.mm(self.A[i], x, out=sig).sigmoid_()
+        torch.addcmul(sig, sig, sig, value=-1, out=s)
+        out = torch.mm(self.C[i], Z)
+        if self.save:
+            self.ys.append(x)
+            if reg is not None:
+                self.outs.append(out)
+        if reg is None:
+            return out
+        kin = out[:D].square().sum(0, keepdim=True).mul_(reg[0])
+        frob = out[D + 2:].square().sum(0, keepdim=True).mul_(reg[1])
+        return torch.cat([out[:D + 2], kin, frob])
+
+    def run(self, Y: torch.Tensor) -> torch.Tensor:
+        for n, h in enumerate(self.cfg.hs):
+            i = 4 * n
+            k1 = self.stage(i, Y)
+            k2 = self.stage(i + 1, torch.add(Y, k1, alpha=h * _ONE_THIRD))
+            k3 = self.stage(i + 2, torch.add(Y, torch.add(k2, k1, alpha=-_ONE_THIRD), alpha=h))
+            k4 = self.stage(i + 3, torch.add(Y, k1.sub(k2).add_(k3), alpha=h))
+            Y = torch.add(Y, torch.add(k2, k3).mul_(3).add_(k1).add_(k4), alpha=h * 0.125)
+        return Y
 
 
-def _solve_forward(cfg: _Config, x: torch.Tensor, e: torch.Tensor,
-                   weights: Sequence[torch.Tensor], save: bool) -> tuple[torch.Tensor, ...]:
-    A2, beff2, U2, u0, c4 = weights[:5]
-    M4 = weights[5] if cfg.reg is not None else None
-    S = A2.shape[0]
-    B, D = x.shape
-    W = A2.shape[2]
-    if save:
-        xs = x.new_empty(S, B, D)
-        sigs = x.new_empty(S, B, W)
-        ss = x.new_empty(S, B, W)
-        fs = x.new_empty(S, B, D) if cfg.reg is not None else None
-        Js = x.new_empty(S, B, D * D) if cfg.reg is not None else None
-    for n, h in enumerate(cfg.hs):
-        ks, es = [], []
-        y = x
-        for j in range(4):
-            i = 4 * n + j
-            if j == 1:
-                y = torch.add(x, ks[0], alpha=h * _ONE_THIRD)
-            elif j == 2:
-                y = torch.add(x, torch.add(ks[1], ks[0], alpha=-_ONE_THIRD), alpha=h)
-            elif j == 3:
-                y = torch.add(x, ks[0].sub(ks[1]).add_(ks[2]), alpha=h)
-            if save:
-                xs[i] = y
-                f, ext, _, _, J = _stage(y, A2[i], beff2[i], U2[i], u0[i], c4[i],
-                                         None if M4 is None else M4[i], cfg.reg,
-                                         sigs[i], ss[i])
-                if fs is not None:
-                    fs[i] = f
-                    Js[i] = J
-            else:
-                f, ext, _, _, _ = _stage(y, A2[i], beff2[i], U2[i], u0[i], c4[i],
-                                         None if M4 is None else M4[i], cfg.reg)
-            ks.append(f)
-            es.append(ext)
-        x = x + (ks[0] + 3 * (ks[1] + ks[2]) + ks[3]) * (h * 0.125)
-        e = e + (es[0] + 3 * (es[1] + es[2]) + es[3]) * (h * 0.125)
-    if not save:
-        return x, e
-    return x, e, xs, sigs, ss, fs, Js
+def _rows(x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    return torch.cat([x.t(), x.new_ones(1, x.shape[0]), e.t()])
 
 
 class _HyperRK4(torch.autograd.Function):
-    """(x0, extras0, per-stage weights) → (x_T, extras_T) with the reverse RK4 by hand."""
+    """(x0 (B, D), extras0 (B, E), per-stage weights) → (x_T, extras_T), the reverse RK4 by
+    hand."""
 
     @staticmethod
     def forward(ctx: Any, cfg: _Config, x0: torch.Tensor, e0: torch.Tensor,
                 *weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x, e, xs, sigs, ss, fs, Js = _solve_forward(cfg, x0, e0, weights, save=True)
-        ctx.cfg = cfg
-        saved = [xs, sigs, ss, *weights]
-        if cfg.reg is not None:
-            saved += [fs, Js]
-        ctx.save_for_backward(*saved)
-        return x, e
+        D = x0.shape[1]
+        solve = _Solve(cfg, weights, x0, save=True)
+        Y = solve.run(_rows(x0, e0))
+        ctx.solve = solve
+        ctx.save_for_backward(*weights)
+        return Y[:D].t().contiguous(), Y[D + 1:].t().contiguous()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, gx: torch.Tensor | None, ge: torch.Tensor | None) -> tuple:
-        cfg: _Config = ctx.cfg
-        saved = ctx.saved_tensors
-        xs, sigs, ss = saved[:3]
+        solve: _Solve = ctx.solve
+        A, C = ctx.saved_tensors  # (also checks that no weight was modified in place)
+        cfg, D, B = solve.cfg, solve.D, solve.B
         reg = cfg.reg
-        n_w = 6 if reg is not None else 5
-        weights = saved[3:3 + n_w]
-        A2, beff2, U2, u0, c4 = weights[:5]
-        M4 = weights[5] if reg is not None else None
-        fs, Js = (saved[3 + n_w], saved[4 + n_w]) if reg is not None else (None, None)
-        S, B, D = xs.shape
-        if gx is None:
-            gx = xs.new_zeros(B, D)
-        if ge is None:
-            ge = xs.new_zeros(B, 3 if reg is not None else 1)
-        gA2, gbeff2, gU2 = torch.empty_like(A2), torch.empty_like(beff2), torch.empty_like(U2)
-        gu0, gc4 = torch.empty_like(u0), torch.empty_like(c4)
-        gM4 = torch.empty_like(M4) if M4 is not None else None
-        g_ntr = ge[:, :1]
-        if reg is not None:  # kin = k‖f‖², frob = c‖J‖²: their gradients scale f and J
-            g_f2 = ge[:, 1:2] * (2 * reg[0])
-            g_J2 = ge[:, 2:3] * (2 * reg[1])
+        E = 1 if reg is None else 3
+        # the chain runs on the x rows and the row of ones (whose gradient goes nowhere)
+        gY = A.new_zeros(D + 1, B)
+        if gx is not None:
+            gY[:D] = gx.t()
+        gE = ge.t() if ge is not None else A.new_zeros(E, B)
+        gA = A.new_empty(A.shape[0], D + 1, A.shape[1])  # transposed: the fast product
+        gC = torch.empty_like(C)
+        gAs, gCs, As, Cs = gA.unbind(0), gC.unbind(0), solve.A, solve.C
+        if reg is not None:  # d(k‖f‖²)/df = 2k f, d(c‖J‖²)/dJ = 2c J
+            g_f2 = gE[1:2] * (2 * reg[0])
+            g_J2 = gE[2:3] * (2 * reg[1])
 
-        def stage_vjp(i: int, gk: torch.Tensor, w: float) -> torch.Tensor:
-            """The stage's VJP for gk (w.r.t. f) and w·ge (w.r.t. its extras); fills the
-            gradients of stage i's weights and returns the gradient w.r.t. its input."""
-            sig, s = sigs[i], ss[i]
-            gtr = g_ntr * (-w)  # (B, 1): w.r.t. tr
-            if reg is not None:
-                gk = gk.addcmul(fs[i], g_f2, value=w)
-                gJ = Js[i] * (g_J2 * w)
-                gs = torch.addmm(gtr * c4[i], gJ, M4[i].t())
-                torch.mm(s.t(), gJ, out=gM4[i])
+        def vjp(i: int, gk: torch.Tensor, w: float) -> torch.Tensor:
+            """Stage i's VJP for gk (w.r.t. [f; 0], rows) and w·gE (w.r.t. its extras): fills
+            the gradients of its weights, returns the gradient w.r.t. its input rows."""
+            if reg is None:
+                gout = torch.cat([gk, gE * w])
             else:
-                gs = gtr * c4[i]
-            # σ → f through 2U, → s = σ − σ² through 1 − 2σ
-            gsig = torch.addmm(gs.addcmul(gs, sig, value=-2), gk, U2[i].t())
-            gq = gsig.mul_(s)
-            torch.mm(sig.t(), gk, out=gU2[i])
-            torch.sum(gk, 0, out=gu0[i])
-            torch.mv(s.t(), gtr.squeeze(1), out=gc4[i])
-            torch.mm(xs[i].t(), gq, out=gA2[i])
-            torch.sum(gq, 0, out=gbeff2[i])
-            return torch.mm(gq, A2[i].t())
+                out = solve.outs[i]
+                gout = torch.cat([gk[:D].addcmul(out[:D], g_f2, value=w), gk[D:], gE[:1] * w,
+                                  out[D + 2:] * (g_J2 * w)])
+            Z = solve.Z[i]
+            W = solve.W
+            gZ = torch.mm(Cs[i].t(), gout)
+            torch.mm(gout, Z.t(), out=gCs[i])
+            # σ feeds the outputs directly and through s = σ − σ² (ds/dσ = 1 − 2σ)
+            gq = torch.add(gZ[:W], gZ[W:2 * W]).addcmul_(gZ[W:2 * W], Z[:W], value=-2)
+            gq.mul_(Z[W:2 * W])
+            torch.mm(solve.ys[i], gq.t(), out=gAs[i])
+            return torch.mm(As[i].t(), gq)
 
         for n in range(len(cfg.hs) - 1, -1, -1):
             h = cfg.hs[n]
-            base = 4 * n
-            b8 = h * 0.125
-            gyD = stage_vjp(base + 3, gx * b8, b8)
-            gyC = stage_vjp(base + 2, (gx * (3 * b8)).add_(gyD, alpha=h), 3 * b8)
-            gk2 = (gx * (3 * b8)).add_(gyC, alpha=h).sub_(gyD, alpha=h)
-            gyB = stage_vjp(base + 1, gk2, 3 * b8)
-            gk1 = (gx * b8).add_(gyD, alpha=h).add_(gyB.sub(gyC), alpha=h * _ONE_THIRD)
-            gyA = stage_vjp(base, gk1, b8)
-            gx = gx + gyA + gyB + gyC + gyD
-        grads = [gA2, gbeff2, gU2, gu0, gc4] + ([gM4] if reg is not None else [])
-        return (None, gx, ge, *grads)
+            i, b8 = 4 * n, h * 0.125
+            gyD = vjp(i + 3, gY * b8, b8)
+            gyC = vjp(i + 2, (gY * (3 * b8)).add_(gyD, alpha=h), 3 * b8)
+            gyB = vjp(i + 1, (gY * (3 * b8)).add_(gyC, alpha=h).sub_(gyD, alpha=h), 3 * b8)
+            gyA = vjp(i, (gY * b8).add_(gyD, alpha=h).add_(gyB - gyC, alpha=h * _ONE_THIRD), b8)
+            gY = (gyA + gyB).add_(gyC).add_(gyD).add_(gY)
+        return (None, gY[:D].t(), ge, gA.transpose(1, 2), gC)
 
 
 # -- the model-facing solve ------------------------------------------------------------------
@@ -331,8 +400,9 @@ class FusedHyperRK4:
         if torch.is_grad_enabled() and (x0.requires_grad or extras0.requires_grad
                                         or any(w.requires_grad for w in weights)):
             xT, eT = _HyperRK4.apply(cfg, x0, extras0, *weights)
-        else:
-            xT, eT = _solve_forward(cfg, x0, extras0, weights, save=False)
+        else:  # no graph: nothing saved
+            Y = _Solve(cfg, weights, x0, save=False).run(_rows(x0, extras0))
+            xT, eT = Y[:x0.shape[1]].t(), Y[x0.shape[1] + 1:].t()
         out = [torch.stack([x0, xT])]
         if augmented:
             out.append(torch.stack([state[1], a_end]))
