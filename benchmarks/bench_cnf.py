@@ -95,15 +95,45 @@ CASES = {
     "ffjord_fused_rk4": _case(model_cfg=FUSED, solver=RK4),
     "rnode": _case(model_cfg=FAST | RNODE),
     "rnode_fused": _case(model_cfg=FUSED | RNODE),
-    "affjord": _case(model="affjord", data="hash", batch=512,
-                     model_cfg={"width": 64, "hyper_hidden": 32, "aug_dim": 2, "aug_hidden": 3,
-                                "t_data": 10.0, "t_base": 0.0, "base_std": 0.1 ** 0.5,
-                                "analytic_trace": True},
-                     solver={"method": "rk4", "steps": 40, "adjoint": False},
-                     train={"lr": 1e-3, "weight_decay": 0.0}),
+}
+# AFFJORD §4.1 (``affjord_toy``): hypernet fields, RK4 40 steps (160 evaluations) from t = 10
+# (data) to 0 (base N(0, 0.1 I)), batch 512, exact trace, backpropagation through the solver
+HYPER = {"width": 64, "hyper_hidden": 32, "t_data": 10.0, "t_base": 0.0,
+         "base_std": 0.1 ** 0.5, "analytic_trace": True}
+PAPER_RK4 = {"method": "rk4", "steps": 40, "adjoint": False}
+ADAM = {"lr": 1e-3, "weight_decay": 0.0}
+AUG = {"aug_dim": 2, "aug_hidden": 3}
+CASES |= {
+    "affjord": _case(model="affjord", data="hash", batch=512, model_cfg=HYPER | AUG,
+                     solver=PAPER_RK4, train=ADAM),
+    "affjord_autograd": _case(model="affjord", data="hash", batch=512,
+                              model_cfg=HYPER | AUG | {"fused": False}, solver=PAPER_RK4,
+                              train=ADAM),
+    "affjord_rnode": _case(model="affjord_rnode", data="hash", batch=512,
+                           model_cfg=HYPER | AUG | RNODE, solver=PAPER_RK4, train=ADAM),
+    # the FFJORD baseline of the same experiment: the time-hypernet field of torchdiffeq cnf.py
+    "ffjord_hyper": _case(data="hash", batch=512, model_cfg=HYPER | {"field": "hyper_t"},
+                          solver=PAPER_RK4, train=ADAM),
+    "ffjord_hyper_autograd": _case(data="hash", batch=512,
+                                   model_cfg=HYPER | {"field": "hyper_t", "fused": False},
+                                   solver=PAPER_RK4, train=ADAM),
+    # torchdiffeq examples/cnf.py itself: dopri5 1e-5 without adjoint, circles
+    "ffjord_hyper_dopri5": _case(data="circles", batch=512,
+                                 model_cfg=HYPER | {"field": "hyper_t"},
+                                 solver={"method": "dopri5", "adjoint": False}, train=ADAM),
+}
+# which reference each case is compared with (cases without one are reported alone)
+REFERENCE_OF = {
+    **{c: "ffjord_train_toy" for c in CASES
+       if c.startswith("ffjord_") and not c.startswith("ffjord_hyper")
+       and CASES[c]["solver"]["method"] == "dopri5"},
+    "affjord": "anodef_augmented", "affjord_autograd": "anodef_augmented",
+    "ffjord_hyper": "anodef_normal", "ffjord_hyper_autograd": "anodef_normal",
+    "ffjord_hyper_dopri5": "torchdiffeq_cnf",
 }
 IMAGE_CASE = "mnist_multiscale"
-DEFAULT_CASES = [*(c for c in CASES if c != "affjord"), IMAGE_CASE]
+DEFAULT_CASES = ["ffjord_autograd", "ffjord_fused", "ffjord_fused_direct", "rnode_fused",
+                 "affjord", "affjord_rnode", "ffjord_hyper", "ffjord_hyper_dopri5", IMAGE_CASE]
 
 
 def _apply_fused(model: nn.Module, cfg: dict) -> nn.Module:
@@ -164,22 +194,54 @@ ITER_RE = re.compile(r"Iter (\d+) \| Time ([\d.]+)\([\d.]+\) \| Loss ([-\d.]+)\(
                      r"NFE Forward (\d+)\([\d.]+\) \| NFE Backward (\d+)")
 
 
-def run_reference(ref_dir: Path, iters: int, warmup: int, python: str, threads: int) -> dict:
+def run_train_toy(ref_dir: Path, iters: int, warmup: int, python: str, threads: int) -> dict:
     """rtqichen/ffjord train_toy.py at its defaults (8gaussians, concatsquash 64-64-64)."""
-    threads_env = {k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     with tempfile.TemporaryDirectory() as save:
         cmd = [python, "train_toy.py", "--data", "8gaussians", "--dims", "64-64-64",
                "--layer_type", "concatsquash", "--niters", str(iters), "--viz_freq", "1000000",
                "--val_freq", "1000000", "--save", save]
         out = subprocess.run(cmd, cwd=ref_dir, capture_output=True, text=True,
-                             env={**os.environ, "MPLBACKEND": "Agg", **threads_env})
+                             env=_reference_env(threads))
     rows = [m.groups() for m in ITER_RE.finditer(out.stdout + out.stderr)]
     if not rows:
         raise RuntimeError("reference run produced no iteration log:\n" + out.stderr[-2000:])
     rows = [(int(i), float(t), float(loss), int(f), int(b)) for i, t, loss, f, b in rows]
     timed = [r for r in rows if r[0] > warmup]
-    return summarise("reference_train_toy", [r[1] for r in timed], [r[3] for r in timed],
+    return summarise("ffjord_train_toy", [r[1] for r in timed], [r[3] for r in timed],
                      [r[4] for r in timed]) | {"command": " ".join(cmd[:-2])}
+
+
+def _reference_env(threads: int) -> dict[str, str]:
+    return {**os.environ, "MPLBACKEND": "Agg",
+            **{k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
+
+
+# reference scripts that print no timings: run by reference_runner.py (their own loop body)
+SCRIPT_REFERENCES = {
+    # ehaxholli/ANODEF, the official AFFJORD code; its grid (21 points = 20 RK4 steps) is
+    # replaced by the paper's 40 steps so that both sides take 160 evaluations
+    "anodef_augmented": ("anodef", "hash_gaussian/examples/cnf_augmented.py", 40),
+    "anodef_normal": ("anodef", "hash_gaussian/examples/cnf_normal.py", 40),
+    # rtqichen/torchdiffeq examples/cnf.py at its defaults (dopri5, no adjoint)
+    "torchdiffeq_cnf": ("torchdiffeq", "examples/cnf.py", None),
+}
+
+
+def run_script_reference(name: str, root: Path, iters: int, warmup: int, python: str,
+                         threads: int) -> dict:
+    _, script, grid_steps = SCRIPT_REFERENCES[name]
+    cmd = [python, str(Path(__file__).with_name("reference_runner.py")), str(root / script),
+           "--iters", str(iters), "--threads", str(threads)]
+    if grid_steps:
+        cmd += ["--grid-steps", str(grid_steps)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=_reference_env(threads))
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith('{"iter"')]
+    if not rows:
+        raise RuntimeError(f"{name}: no iteration log:\n" + out.stderr[-2000:])
+    timed = [r for r in rows if r["iter"] > warmup]
+    return summarise(name, [r["seconds"] for r in timed], [r["nfe_forward"] for r in timed],
+                     [r["nfe_backward"] for r in timed]) | {
+        "command": " ".join(cmd[1:]), "losses": [r["loss"] for r in rows]}
 
 
 def run_image_step(device: str, batch: int, solver: Solver, seed: int) -> dict:
@@ -219,6 +281,12 @@ def run_image_step(device: str, batch: int, solver: Solver, seed: int) -> dict:
     return out
 
 
+def run_image_round(args: argparse.Namespace, ffjord_dir: Path | None) -> list[dict]:
+    solver = Solver(args.image_method, rtol=args.image_tol, atol=args.image_tol, adjoint=True)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    return [run_image_step(d, args.image_batch, solver, args.seed) for d in devices]
+
+
 def _median_rows(rows: list[dict]) -> dict:
     """Per-key median over rounds of the numeric fields of one case."""
     out = dict(rows[0])
@@ -240,6 +308,8 @@ def _ratios(ref: dict, r: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--iters", type=int, default=100, help="iterations per case and round")
+    parser.add_argument("--reference-iters", type=int,
+                        help="iterations of each reference script per round (default --iters)")
     parser.add_argument("--warmup", type=int, default=4, help="iterations left out of medians")
     parser.add_argument("--rounds", type=int, default=1,
                         help="alternate reference and our cases this many times; report medians")
@@ -248,84 +318,114 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="intra-op threads, ours and the reference's")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--reference-dir", type=Path, help="checkout of rtqichen/ffjord")
+    parser.add_argument("--ffjord-dir", "--reference-dir", dest="ffjord_dir", type=Path,
+                        help="checkout of rtqichen/ffjord (train_toy.py, lib/odenvp.py)")
+    parser.add_argument("--anodef-dir", type=Path,
+                        help="checkout of ehaxholli/ANODEF (the official AFFJORD code)")
+    parser.add_argument("--torchdiffeq-dir", type=Path,
+                        help="checkout of rtqichen/torchdiffeq (examples/cnf.py)")
     parser.add_argument("--reference-python", default=sys.executable)
-    parser.add_argument("--image-batch", type=int, default=8,
-                        help=f"batch of the {IMAGE_CASE} step (FFJORD's MNIST runs use 200)")
+    parser.add_argument("--image-batch", type=int, default=16,
+                        help=f"batch of the {IMAGE_CASE} steps (FFJORD's MNIST runs use 200)")
+    parser.add_argument("--image-iters", type=int, default=3,
+                        help=f"timed {IMAGE_CASE} training steps per round (after the warm-up)")
+    parser.add_argument("--image-warmup", type=int, default=1)
     parser.add_argument("--image-method", default="dopri5")
     parser.add_argument("--image-tol", type=float, default=1e-5,
                         help="atol = rtol of the image step (FFJORD's MNIST default 1e-5)")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/cnf.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    ref_iters = args.reference_iters or args.iters
+    dirs = {"ffjord": args.ffjord_dir, "anodef": args.anodef_dir,
+            "torchdiffeq": args.torchdiffeq_dir}
 
     toy_cases = [c for c in args.cases if c in CASES]
+    wanted_refs = sorted({REFERENCE_OF[c] for c in toy_cases if c in REFERENCE_OF})
+    missing = [r for r in wanted_refs if not dirs[_reference_root(r)]]
+    if missing:
+        print(f"no checkout given for the references {', '.join(missing)}: "
+              "their cases are reported without ratios", flush=True)
     per_round: dict[str, list[dict]] = {}
     ratio_rounds: dict[str, list[dict]] = {}
     losses: dict[str, list[float]] = {}
     for r in range(args.rounds):
-        ref = None
-        if args.reference_dir:
-            ref = run_reference(args.reference_dir, args.iters, args.warmup,
-                                args.reference_python, args.threads)
-            per_round.setdefault(ref["case"], []).append(ref)
+        refs: dict[str, dict] = {}
+        for ref_name in wanted_refs:
+            root = dirs[_reference_root(ref_name)]
+            if not root:
+                continue
+            if ref_name == "ffjord_train_toy":
+                ref = run_train_toy(root, ref_iters, args.warmup, args.reference_python,
+                                    args.threads)
+            else:
+                ref = run_script_reference(ref_name, root, ref_iters, args.warmup,
+                                           args.reference_python, args.threads)
+                ref.pop("losses")
+            refs[ref_name] = ref
+            per_round.setdefault(ref_name, []).append(ref)
         for name in toy_cases:
             res = run_ours(name, CASES[name], args.iters, args.warmup, args.seed)
             losses[name] = res.pop("losses")
             per_round.setdefault(name, []).append(res)
-            # compared where the configuration is the reference's (FFJORD, dopri5)
-            if ref and name.startswith("ffjord_") and CASES[name]["solver"]["method"] == "dopri5":
+            ref = refs.get(REFERENCE_OF.get(name, ""))
+            if ref:
                 ratio_rounds.setdefault(name, []).append(_ratios(ref, res))
+        if IMAGE_CASE in args.cases:
+            for res in run_image_round(args, dirs["ffjord"]):
+                per_round.setdefault(res["case"], []).append(res)
+            ours = per_round.get(f"{IMAGE_CASE}_cpu", [None])[-1]
+            ref = per_round.get(f"{IMAGE_CASE}_reference_odenvp", [None])[-1]
+            if ours and ref and "skipped" not in ours and "skipped" not in ref:
+                ratio_rounds.setdefault(ours["case"], []).append(_ratios(ref, ours))
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(
-            f"{k} {v[-1]['s_per_iter_median']:.4f} s/iter" for k, v in per_round.items()),
-            flush=True)
+            f"{k} {v[-1]['s_per_iter_median']:.4f} s/iter" for k, v in per_round.items()
+            if "s_per_iter_median" in v[-1]), flush=True)
     results = [_median_rows(rows) for rows in per_round.values()]
     for row in results:  # median over rounds of the per-round ratios
         for key in ("ratio_per_nfe_vs_reference", "ratio_per_iter_equal_nfe_vs_reference"):
             if row["case"] in ratio_rounds:
                 row[key] = statistics.median(rr[key] for rr in ratio_rounds[row["case"]])
-
-    images = []
-    if IMAGE_CASE in args.cases:
-        solver = Solver(args.image_method, rtol=args.image_tol, atol=args.image_tol,
-                        adjoint=True)
-        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-        for device in devices:
-            images.append(run_image_step(device, args.image_batch, solver, args.seed))
+        if row["case"] in ratio_rounds:
+            row["reference"] = REFERENCE_OF.get(row["case"], f"{IMAGE_CASE}_reference_odenvp")
 
     checks = {}
-    ground = losses.get("ffjord_autograd")
-    for other in ("ffjord_fast", "ffjord_fused"):
-        if ground and losses.get(other):
-            diff = np.abs(np.array(ground) - np.array(losses[other]))
-            checks[f"{other.removeprefix('ffjord_')}_vs_autograd_max_abs_loss_diff"] = \
-                float(diff.max())
+    for ground, other in (("ffjord_autograd", "ffjord_fast"), ("ffjord_autograd", "ffjord_fused"),
+                          ("affjord_autograd", "affjord"),
+                          ("ffjord_hyper_autograd", "ffjord_hyper")):
+        if losses.get(ground) and losses.get(other):
+            diff = np.abs(np.array(losses[ground]) - np.array(losses[other]))
+            checks[f"{other}_vs_{ground}_max_abs_loss_diff"] = float(diff.max())
 
     print()
     print("vs ref (equal NFE) = our s/iter × (ref NFE/iter ÷ our NFE/iter) ÷ ref s/iter; "
           "NFE = forward + backward; < 1 is faster" + (
               f"; medians over {args.rounds} rounds" if args.rounds > 1 else ""))
-    print(f"{'case':24s} {'s/iter':>9s} {'NFE f':>7s} {'NFE b':>7s} {'ms/NFE':>8s} "
-          f"{'peak MiB':>9s} {'vs ref (equal NFE)':>19s}")
-    for r in results + images:
+    print(f"{'case':34s} {'s/iter':>9s} {'NFE f':>7s} {'NFE b':>7s} {'ms/NFE':>8s} "
+          f"{'peak MiB':>9s} {'vs ref':>7s}  reference")
+    for r in results:
         if "skipped" in r:
-            print(f"{r['case']:24s} skipped: {r['skipped']}")
+            print(f"{r['case']:34s} skipped: {r['skipped']}")
             continue
         ratio = r.get("ratio_per_iter_equal_nfe_vs_reference")
-        print(f"{r['case']:24s} {r['s_per_iter_median']:9.4f} {r['nfe_forward_mean']:7.1f} "
+        print(f"{r['case']:34s} {r['s_per_iter_median']:9.4f} {r['nfe_forward_mean']:7.1f} "
               f"{r['nfe_backward_mean']:7.1f} {r['ms_per_nfe_median']:8.3f} "
               f"{r.get('peak_saved_mib', float('nan')):9.2f} "
-              f"{'' if ratio is None else f'{ratio:.3f}':>19s}")
+              f"{'' if ratio is None else f'{ratio:.3f}':>7s}  {r.get('reference', '')}")
     print("peak MiB: tensors saved for backward (CUDA allocator peak in the JSON for CUDA)")
     for key, value in checks.items():
         print(f"{key}: {value:.3g}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
-        "results": results, "image_step": images, "checks": checks, "iters": args.iters,
+        "results": results, "checks": checks, "iters": args.iters, "reference_iters": ref_iters,
         "warmup": args.warmup, "rounds": args.rounds, "per_round": per_round,
         "threads": args.threads, "torch": torch.__version__, "machine": platform.platform(),
         "cpu_count": os.cpu_count()}, indent=2))
     print(f"wrote {args.out}")
+
+
+def _reference_root(ref_name: str) -> str:
+    return "ffjord" if ref_name == "ffjord_train_toy" else SCRIPT_REFERENCES[ref_name][0]
 
 
 if __name__ == "__main__":

@@ -116,7 +116,7 @@ def test_time_grid_and_stage_times_are_torchdiffeqs():
                           (torch.tensor([0.5, 0.0]), Solver("rk4"))]:
         seen: list[float] = []
 
-        def rhs(t, y):
+        def rhs(t, y, seen=seen):
             seen.append(float(t))
             return torch.zeros_like(y)
 

@@ -137,9 +137,12 @@ def stage_weights(units: HyperUnits, cond: torch.Tensor, a: torch.Tensor | None,
 def _g_eval(a: list[float], w1: list[list[float]], b1: list[float], w2: list[list[float]],
             b2: list[float]) -> tuple[list[float], list[float], list[float]]:
     """g(a) = W₂ ELU(W₁ a + b₁) + b₂ on Python floats: (g, pre-activation, ELU output)."""
-    z = [bi + sum(wi * ai for wi, ai in zip(row, a)) for row, bi in zip(w1, b1)]
+    z = [bi + sum(wi * ai for wi, ai in zip(row, a, strict=True))
+         for row, bi in zip(w1, b1, strict=True)]
     e = [v if v > 0 else math.expm1(v) for v in z]
-    return [bi + sum(wi * ei for wi, ei in zip(row, e)) for row, bi in zip(w2, b2)], z, e
+    g = [bi + sum(wi * ei for wi, ei in zip(row, e, strict=True))
+         for row, bi in zip(w2, b2, strict=True)]
+    return g, z, e
 
 
 class _AugmentedTrajectory(torch.autograd.Function):
@@ -162,16 +165,18 @@ class _AugmentedTrajectory(torch.autograd.Function):
             ks: list[list[float]] = []
             for j in range(4):
                 if j == 1:
-                    y = [ai + h * k * _ONE_THIRD for ai, k in zip(a, ks[0])]
+                    y = [ai + h * k * _ONE_THIRD for ai, k in zip(a, ks[0], strict=True)]
                 elif j == 2:
-                    y = [ai + h * (k2 - k1 * _ONE_THIRD) for ai, k1, k2 in zip(a, *ks[:2])]
+                    y = [ai + h * (k2 - k1 * _ONE_THIRD)
+                         for ai, k1, k2 in zip(a, *ks[:2], strict=True)]
                 elif j == 3:
-                    y = [ai + h * (k1 - k2 + k3) for ai, k1, k2, k3 in zip(a, *ks[:3])]
+                    y = [ai + h * (k1 - k2 + k3) for ai, k1, k2, k3 in zip(a, *ks[:3], strict=True)]
                 k, z, e = _g_eval(y, *P)
                 stages.append(y)
                 hidden.append((z, e))
                 ks.append(k)
-            a = [ai + (k1 + 3 * (k2 + k3) + k4) * h * 0.125 for ai, k1, k2, k3, k4 in zip(a, *ks)]
+            a = [ai + (k1 + 3 * (k2 + k3) + k4) * h * 0.125
+                 for ai, k1, k2, k3, k4 in zip(a, *ks, strict=True)]
         ctx.hs, ctx.P, ctx.stages, ctx.hidden = hs, P, stages, hidden
         ctx.like = w1
         return (torch.tensor(stages, dtype=a0.dtype, device=a0.device),
@@ -210,11 +215,12 @@ class _AugmentedTrajectory(torch.autograd.Function):
             h = ctx.hs[n]
             b8 = h * 0.125
             gD = vjp(4 * n + 3, [b8 * g for g in ga])
-            gC = vjp(4 * n + 2, [3 * b8 * g + h * d for g, d in zip(ga, gD)])
-            gB = vjp(4 * n + 1, [3 * b8 * g + h * (c - d) for g, c, d in zip(ga, gC, gD)])
+            gC = vjp(4 * n + 2, [3 * b8 * g + h * d for g, d in zip(ga, gD, strict=True)])
+            gB = vjp(4 * n + 1, [3 * b8 * g + h * (c - d)
+                                 for g, c, d in zip(ga, gC, gD, strict=True)])
             gA = vjp(4 * n, [b8 * g + h * d + h * _ONE_THIRD * (b - c)
-                             for g, b, c, d in zip(ga, gB, gC, gD)])
-            ga = [g + p + q + r + s for g, p, q, r, s in zip(ga, gA, gB, gC, gD)]
+                             for g, b, c, d in zip(ga, gB, gC, gD, strict=True)])
+            ga = [g + p + q + r + s for g, p, q, r, s in zip(ga, gA, gB, gC, gD, strict=True)]
         like = ctx.like
 
         def t(v: list) -> torch.Tensor:
