@@ -313,16 +313,20 @@ class _HyperRK4(torch.autograd.Function):
         D = x0.shape[1]
         solve = _Solve(cfg, weights, x0, save=True)
         Y = solve.run(_rows(x0, e0))
-        ctx.solve = solve
-        ctx.save_for_backward(*weights)
+        # the per-stage activations go through save_for_backward too (version checks, and
+        # saved-tensor hooks see the memory the solve holds)
+        ctx.cfg, ctx.shape = cfg, (solve.D, solve.W, solve.B, len(solve.Z))
+        ctx.save_for_backward(*weights, *solve.Z, *solve.ys, *solve.outs)
         return Y[:D].t().contiguous(), Y[D + 1:].t().contiguous()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, gx: torch.Tensor | None, ge: torch.Tensor | None) -> tuple:
-        solve: _Solve = ctx.solve
-        A, C = ctx.saved_tensors  # (also checks that no weight was modified in place)
-        cfg, D, B = solve.cfg, solve.D, solve.B
+        cfg = ctx.cfg
+        D, W, B, S = ctx.shape
+        saved = ctx.saved_tensors
+        A, C = saved[:2]
+        Zs, ys, outs = saved[2:2 + S], saved[2 + S:2 + 2 * S], saved[2 + 2 * S:]
         reg = cfg.reg
         E = 1 if reg is None else 3
         # the chain runs on the x rows and the row of ones (whose gradient goes nowhere)
@@ -332,7 +336,7 @@ class _HyperRK4(torch.autograd.Function):
         gE = ge.t() if ge is not None else A.new_zeros(E, B)
         gA = A.new_empty(A.shape[0], D + 1, A.shape[1])  # transposed: the fast product
         gC = torch.empty_like(C)
-        gAs, gCs, As, Cs = gA.unbind(0), gC.unbind(0), solve.A, solve.C
+        gAs, gCs, As, Cs = gA.unbind(0), gC.unbind(0), A.unbind(0), C.unbind(0)
         if reg is not None:  # d(k‖f‖²)/df = 2k f, d(c‖J‖²)/dJ = 2c J
             g_f2 = gE[1:2] * (2 * reg[0])
             g_J2 = gE[2:3] * (2 * reg[1])
@@ -343,17 +347,16 @@ class _HyperRK4(torch.autograd.Function):
             if reg is None:
                 gout = torch.cat([gk, gE * w])
             else:
-                out = solve.outs[i]
+                out = outs[i]
                 gout = torch.cat([gk[:D].addcmul(out[:D], g_f2, value=w), gk[D:], gE[:1] * w,
                                   out[D + 2:] * (g_J2 * w)])
-            Z = solve.Z[i]
-            W = solve.W
+            Z = Zs[i]
             gZ = torch.mm(Cs[i].t(), gout)
             torch.mm(gout, Z.t(), out=gCs[i])
             # σ feeds the outputs directly and through s = σ − σ² (ds/dσ = 1 − 2σ)
             gq = torch.add(gZ[:W], gZ[W:2 * W]).addcmul_(gZ[W:2 * W], Z[:W], value=-2)
             gq.mul_(Z[W:2 * W])
-            torch.mm(solve.ys[i], gq.t(), out=gAs[i])
+            torch.mm(ys[i], gq.t(), out=gAs[i])
             return torch.mm(As[i].t(), gq)
 
         for n in range(len(cfg.hs) - 1, -1, -1):
