@@ -40,22 +40,6 @@ ACTIVATIONS = ("softplus", "tanh")
 _CL = torch.channels_last
 
 
-def _act(name: str, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(act(z), act'(z))."""
-    if name == "softplus":
-        return F.softplus(z), torch.sigmoid(z)
-    h = torch.tanh(z)
-    return h, torch.addcmul(torch.ones_like(h), h, h, value=-1)
-
-
-def _act_second(name: str, d1: torch.Tensor, h: torch.Tensor | None) -> torch.Tensor:
-    """act''(z) from act'(z) (softplus: σ(1 − σ)) or act (tanh: −2 tanh · (1 − tanh²))."""
-    if name == "softplus":
-        return d1 - d1 * d1
-    assert h is not None
-    return -2 * h * d1
-
-
 def _cl(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=_CL) if x.dim() == 4 else x
 
@@ -82,10 +66,13 @@ def _sum_to(g: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 def value_and_divergence(act: str, x: torch.Tensor, e: torch.Tensor,
                          weights: Sequence[torch.Tensor], maps: Sequence[torch.Tensor],
                          save: bool = False) -> tuple[torch.Tensor, torch.Tensor, list | None]:
-    """f(x) and −eᵀ(∂f/∂x)e per sample (B,), and what the VJP needs if ``save``."""
+    """f(x) and −eᵀ(∂f/∂x)e per sample (B,), and what the VJP needs if ``save``: the input of
+    every layer ([value; tangent], 2B) and act'(z) of every hidden layer."""
     B = x.shape[0]
-    H0e = _cl(e)
-    H = torch.cat([_cl(x), H0e])
+    H = torch.empty((2 * B, *x.shape[1:]), dtype=x.dtype, device=x.device, memory_format=_CL)
+    H[:B] = x
+    H[B:] = e
+    e = H[B:]  # channels-last, for the divergence at the end
     saved: list[torch.Tensor] = []
     last = len(weights) - 1
     for i, (w, beta) in enumerate(zip(weights, maps, strict=True)):
@@ -95,13 +82,20 @@ def value_and_divergence(act: str, x: torch.Tensor, e: torch.Tensor,
             saved.append(H)
         if i == last:
             break
-        u = Z[B:]
-        h, d1 = _act(act, Z[:B])
-        H = torch.cat([h, d1 * u])
+        z, u = Z[:B], Z[B:]
+        H = torch.empty_like(Z)
+        # h = act(z) and the tangent v = act'(z)·u, written straight into the next input
+        if act == "softplus":
+            d1 = torch.sigmoid(z)
+            torch._C._nn.softplus(z, 1, 20, out=H[:B])  # F.softplus, without a copy
+        else:
+            torch.tanh(z, out=H[:B])
+            d1 = torch.addcmul(torch.ones_like(z), H[:B], H[:B], value=-1)
+        torch.mul(d1, u, out=H[B:])
         if save:
-            saved += [u, d1] if act == "softplus" else [u, d1, h]
+            saved.append(d1)
     f, je = Z[:B], Z[B:]
-    ntr = torch.linalg.vecdot(je.flatten(1), H0e.flatten(1)).neg_()
+    ntr = torch.linalg.vecdot(je.flatten(1), e.flatten(1)).neg_()
     return f, ntr, (saved if save else None)
 
 
@@ -115,41 +109,45 @@ class _ValueAndDivergence(torch.autograd.Function):
         f, ntr, saved = value_and_divergence(act, x, e, weights, maps, save=True)
         ctx.act, ctx.n_layers = act, n_layers
         ctx.map_shapes = [m.shape for m in maps]
-        ctx.save_for_backward(e, *weights, *saved)
+        ctx.save_for_backward(*weights, *saved)
         return f, ntr
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, gf: torch.Tensor | None, gntr: torch.Tensor | None) -> tuple:
         act, L = ctx.act, ctx.n_layers
-        e, *rest = ctx.saved_tensors
-        weights, saved = rest[:L], rest[L:]
-        per_hidden = 2 if act == "softplus" else 3
-        B = e.shape[0]
-        e = _cl(e)
-        gf = torch.zeros_like(e) if gf is None else _cl(gf)
-        gu = e * (-gntr).view(B, 1, 1, 1) if gntr is not None else torch.zeros_like(e)
-        gZ = torch.cat([gf, gu])
-        g_weights: list[torch.Tensor] = [None] * L  # type: ignore[list-item]
-        g_maps: list[torch.Tensor] = [None] * L  # type: ignore[list-item]
+        weights, saved = ctx.saved_tensors[:L], ctx.saved_tensors[L:]
+        Hs, d1s = saved[0::2], saved[1::2]  # layer inputs; act' of the hidden layers
+        B = Hs[0].shape[0] // 2
+        e = Hs[0][B:]
+        gZ = torch.empty_like(Hs[-1][:, :weights[-1].shape[0]])
+        if gf is None:
+            gZ[:B].zero_()
+        else:
+            gZ[:B] = gf
+        if gntr is None:
+            gZ[B:].zero_()
+        else:  # −div = −Σ e·(Je): ∂/∂(Je) = −e per unit of −div
+            torch.mul(e, gntr.view(B, 1, 1, 1), out=gZ[B:]).neg_()
+        g_weights: list[torch.Tensor | None] = [None] * L
+        g_maps: list[torch.Tensor | None] = [None] * L
         gx = None
         for i in range(L - 1, -1, -1):
-            base = i * (1 + per_hidden)
-            Hin = saved[base]
             g_maps[i] = _sum_to(gZ[:B], ctx.map_shapes[i])
             if i == 0:
-                _, g_weights[0] = _conv_backward(gZ, Hin, weights[0], False, True)
+                _, g_weights[0] = _conv_backward(gZ, Hs[0], weights[0], False, True)
                 if ctx.needs_input_grad[2]:
-                    gx, _ = _conv_backward(gZ[:B], Hin[:B], weights[0], True, False)
+                    gx, _ = _conv_backward(gZ[:B], Hs[0][:B], weights[0], True, False)
                 break
-            gH, g_weights[i] = _conv_backward(gZ, Hin, weights[i], True, True)
-            prev = (i - 1) * (1 + per_hidden)
-            u, d1 = saved[prev + 1], saved[prev + 2]
-            h = saved[prev + 3] if per_hidden == 3 else None
+            gH, g_weights[i] = _conv_backward(gZ, Hs[i], weights[i], True, True)
+            d1, h, v = d1s[i - 1], Hs[i][:B], Hs[i][B:]
             gh, gv = gH[:B], gH[B:]
-            # ∂/∂u = σ'·ḡv ; ∂/∂z = σ'·ḡh + σ''·u·ḡv
-            gz = torch.addcmul(d1 * gh, _act_second(act, d1, h) * u, gv)
-            gZ = torch.cat([gz, d1 * gv])
+            # through h = act(z), v = act'(z)·u:  ∂/∂u = act'·ḡv,  ∂/∂z = act'·ḡh + act''·u·ḡv
+            # with act''·u = v·(1 − act') (softplus) or −2h·v (tanh)
+            curv = torch.addcmul(v, v, d1, value=-1) if act == "softplus" else h * v * -2
+            gZ = torch.empty_like(gH)
+            torch.mul(d1, gv, out=gZ[B:])
+            torch.mul(d1, gh, out=gZ[:B]).addcmul_(curv, gv)
         return (None, None, gx, None, *g_weights, *g_maps)
 
 
