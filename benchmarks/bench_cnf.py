@@ -39,7 +39,9 @@ on different weights and T). Below 1 is faster than the reference.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import os
 import platform
 import re
@@ -134,6 +136,7 @@ REFERENCE_OF = {
 IMAGE_CASE = "mnist_multiscale"
 DEFAULT_CASES = ["ffjord_autograd", "ffjord_fused", "ffjord_fused_direct", "rnode_fused",
                  "affjord", "affjord_rnode", "ffjord_hyper", "ffjord_hyper_dopri5", IMAGE_CASE]
+IMAGE_CASES = {IMAGE_CASE: True, f"{IMAGE_CASE}_autograd": False}  # name → fused
 
 
 def _apply_fused(model: nn.Module, cfg: dict) -> nn.Module:
@@ -244,47 +247,144 @@ def run_script_reference(name: str, root: Path, iters: int, warmup: int, python:
         "command": " ".join(cmd[1:]), "losses": [r["loss"] for r in rows]}
 
 
-def run_image_step(device: str, batch: int, solver: Solver, seed: int) -> dict:
-    """ONE training step (forward, backward, Adam step) of the multiscale CNF at MNIST shape."""
-    try:
-        from odeflows.models.odenvp import MultiscaleCNF
-    except ImportError as err:
-        return {"case": f"{IMAGE_CASE}_{device}", "skipped": f"odeflows.models.odenvp: {err}"}
+def image_flops(model: nn.Module, batch: int) -> list[float]:
+    """FLOPs of one evaluation of every block's field (value + Hutchinson term: the convolutions
+    of the value and of one tangent or vjp, 2 × 2·B·H·W·c_in·c_out·9 per layer), in block order.
+    The batch-1 conditioning convolutions and elementwise work are left out (< 1%)."""
+    out = []
+    for block in model.blocks():
+        h, w = block.dynamics.field.ones.shape[-2:]
+        flops = 0.0
+        for layer in block.dynamics.field.net.layers:
+            shape = layer.weight_shape if hasattr(layer, "weight_shape") else \
+                layer.conv.weight.shape
+            co, ci = shape[:2]
+            ci -= layer.cond_channels
+            flops += 2 * 2 * batch * h * w * ci * co * 9
+        out.append(flops)
+    return out
+
+
+def run_image_steps(device: str, x: torch.Tensor, solver: Solver, iters: int, warmup: int,
+                    seed: int, fused: bool, name: str) -> dict:
+    """Steady training steps (bits/dim loss, backward, Adam step) of the multiscale CNF at MNIST
+    shape: ``warmup`` steps left out, then ``iters`` timed ones; one more, untimed, under the
+    saved-tensor meter."""
+    from odeflows.models.odenvp import MultiscaleCNF
+
     torch.manual_seed(seed)
-    model = MultiscaleCNF((1, 28, 28), solver=solver, eval_solver=solver, num_blocks=1,
-                          hidden_dims=(64, 64, 64)).to(device)
+    model = MultiscaleCNF(tuple(x.shape[1:]), solver=solver, eval_solver=solver, num_blocks=1,
+                          hidden_dims=(64, 64, 64), fused=fused).to(device)
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(seed)
-    x = torch.rand(batch, 1, 28, 28, generator=gen).to(device)
+    x = x.to(device)
+    dims = x[0].numel()
     cuda = device.startswith("cuda")
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(device)
-        torch.cuda.synchronize(device)
-    meter = SavedTensorMeter()
-    reset_nfe(model)
-    t0 = time.perf_counter()
-    with torch.autograd.graph.saved_tensors_hooks(meter.pack, meter.unpack):
-        loss = -model(x, gen)["logp"].mean()
-        nfe_f = count_nfe(model)
+    blocks = model.blocks()
+    per_eval = image_flops(model, x.shape[0])
+
+    def step() -> tuple[float, list[int], list[int], float]:
+        opt.zero_grad(set_to_none=True)
+        reset_nfe(model)
+        out = model(x, gen)
+        # bits/dim as FFJORD's compute_bits_per_dim: −(log p(x)/D − log 256)/log 2
+        loss = (-(out["logp"] / dims - math.log(256)) / math.log(2)).mean()
+        nf = [count_nfe(b) for b in blocks]
         loss.backward()
-    opt.step()
-    if cuda:
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - t0
-    nfe_b = count_nfe(model) - nfe_f
-    out = summarise(f"{IMAGE_CASE}_{device}", [seconds], [nfe_f], [nfe_b]) | {
-        "batch": batch, "peak_saved_mib": meter.peak / 2**20, "loss": loss.item(),
-        "solver": solver.__dict__}
+        opt.step()
+        return loss.item(), nf, [count_nfe(b) - f for b, f in zip(blocks, nf, strict=True)]
+
+    times, nfe_f, nfe_b, flops, losses = [], [], [], [], []
+    for i in range(warmup + iters):
+        if cuda:
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        loss, nf, nb = step()
+        if cuda:
+            torch.cuda.synchronize(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+            nfe_f.append(sum(nf))
+            nfe_b.append(sum(nb))
+            # forward evaluation: value + divergence; adjoint one: that again and its VJP (2×)
+            flops.append(sum(f * p + 3 * b * p for f, b, p in zip(nf, nb, per_eval, strict=True)))
+        losses.append(loss)
+    meter = SavedTensorMeter()
+    with torch.autograd.graph.saved_tensors_hooks(meter.pack, meter.unpack):
+        step()
+    out = summarise(name if device == "cpu" else f"{name}_{device}", times, nfe_f, nfe_b) | {
+        "batch": x.shape[0], "peak_saved_mib": meter.peak / 2**20, "losses": losses,
+        "solver": dataclasses.asdict(solver), "fused": fused,
+        "flops_per_step": statistics.median(flops),
+        "gflops_per_s": statistics.median(f / t for f, t in zip(flops, times, strict=True)) / 1e9,
+        "flops_one_evaluation_per_block": per_eval}
     if cuda:
         out["cuda_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     return out
 
 
-def run_image_round(args: argparse.Namespace, ffjord_dir: Path | None) -> list[dict]:
+def run_odenvp_reference(ffjord_dir: Path, images: Path, args: argparse.Namespace) -> dict:
+    """rtqichen/ffjord's ODENVP on the same images and settings (odenvp_reference.py)."""
+    cmd = [args.reference_python, str(Path(__file__).with_name("odenvp_reference.py")),
+           "--ffjord-dir", str(ffjord_dir), "--images", str(images), "--iters",
+           str(args.image_iters), "--warmup", str(args.image_warmup), "--threads",
+           str(args.threads), "--tol", str(args.image_tol), "--method", args.image_method,
+           "--seed", str(args.seed)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=_reference_env(args.threads))
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith('{"iter"')]
+    if not rows:
+        raise RuntimeError("odenvp reference: no step log:\n" + out.stderr[-2000:])
+    timed = [r for r in rows if not r["warmup"]]
+    return summarise(f"{IMAGE_CASE}_reference_odenvp", [r["seconds"] for r in timed],
+                     [r["nfe_forward"] for r in timed], [r["nfe_backward"] for r in timed]) | {
+        "batch": args.image_batch, "losses": [r["loss"] for r in rows],
+        "command": " ".join(cmd[1:])}
+
+
+def conv_peak(threads: int, batch: int) -> dict:
+    """What this machine's kernels reach on their own: the largest convolution of the model
+    (64→64, 3×3, 28×28, value and tangent batch 2B, channels-last, forward) and a 1024³ sgemm,
+    best of a few runs."""
+    x = torch.randn(2 * batch, 64, 28, 28).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(64, 64, 3, 3).contiguous(memory_format=torch.channels_last)
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+
+    def best(fn: object, flops: float) -> float:
+        fn()
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return flops / min(times) / 1e9
+
+    conv_flops = 2 * 2 * batch * 28 * 28 * 64 * 64 * 9
+    return {"threads": threads,
+            "conv_gflops_per_s": best(lambda: torch.nn.functional.conv2d(x, w, padding=1),
+                                      conv_flops),
+            "sgemm_gflops_per_s": best(lambda: a @ b, 2 * 1024 ** 3)}
+
+
+def run_image_round(args: argparse.Namespace, ffjord_dir: Path | None, cases: list[str]
+                    ) -> list[dict]:
+    """Our image cases and the reference ODENVP on the same images, one after the other."""
     solver = Solver(args.image_method, rtol=args.image_tol, atol=args.image_tol, adjoint=True)
+    gen = torch.Generator().manual_seed(args.seed)
+    # dequantised pixels in [0, 1], the same tensor for both sides
+    x = torch.rand(args.image_batch, 1, 28, 28, generator=gen)
+    out = []
+    if ffjord_dir:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "images.pt"
+            torch.save(x, path)
+            out.append(run_odenvp_reference(ffjord_dir, path, args))
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    return [run_image_step(d, args.image_batch, solver, args.seed) for d in devices]
+    for name in cases:
+        for device in devices:
+            out.append(run_image_steps(device, x, solver, args.image_iters, args.image_warmup,
+                                       args.seed, IMAGE_CASES[name], name))
+    return out
 
 
 def _median_rows(rows: list[dict]) -> dict:
@@ -314,7 +414,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1,
                         help="alternate reference and our cases this many times; report medians")
     parser.add_argument("--cases", nargs="+", default=DEFAULT_CASES,
-                        choices=[*CASES, IMAGE_CASE])
+                        choices=[*CASES, *IMAGE_CASES])
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="intra-op threads, ours and the reference's")
     parser.add_argument("--seed", type=int, default=0)
@@ -371,13 +471,15 @@ def main() -> None:
             ref = refs.get(REFERENCE_OF.get(name, ""))
             if ref:
                 ratio_rounds.setdefault(name, []).append(_ratios(ref, res))
-        if IMAGE_CASE in args.cases:
-            for res in run_image_round(args, dirs["ffjord"]):
+        image_cases = [c for c in args.cases if c in IMAGE_CASES]
+        if image_cases:
+            for res in run_image_round(args, dirs["ffjord"], image_cases):
+                losses[res["case"]] = res.pop("losses")
                 per_round.setdefault(res["case"], []).append(res)
-            ours = per_round.get(f"{IMAGE_CASE}_cpu", [None])[-1]
             ref = per_round.get(f"{IMAGE_CASE}_reference_odenvp", [None])[-1]
-            if ours and ref and "skipped" not in ours and "skipped" not in ref:
-                ratio_rounds.setdefault(ours["case"], []).append(_ratios(ref, ours))
+            for name in image_cases:
+                if ref:
+                    ratio_rounds.setdefault(name, []).append(_ratios(ref, per_round[name][-1]))
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(
             f"{k} {v[-1]['s_per_iter_median']:.4f} s/iter" for k, v in per_round.items()
             if "s_per_iter_median" in v[-1]), flush=True)
@@ -388,6 +490,8 @@ def main() -> None:
                 row[key] = statistics.median(rr[key] for rr in ratio_rounds[row["case"]])
         if row["case"] in ratio_rounds:
             row["reference"] = REFERENCE_OF.get(row["case"], f"{IMAGE_CASE}_reference_odenvp")
+    peak = conv_peak(args.threads, args.image_batch) if any(
+        c in IMAGE_CASES for c in args.cases) else None
 
     checks = {}
     for ground, other in (("ffjord_autograd", "ffjord_fast"), ("ffjord_autograd", "ffjord_fused"),
@@ -413,11 +517,22 @@ def main() -> None:
               f"{r.get('peak_saved_mib', float('nan')):9.2f} "
               f"{'' if ratio is None else f'{ratio:.3f}':>7s}  {r.get('reference', '')}")
     print("peak MiB: tensors saved for backward (CUDA allocator peak in the JSON for CUDA)")
+    for r in results:
+        if "gflops_per_s" in r:
+            print(f"{r['case']}: {r['flops_per_step'] / 1e9:.0f} GFLOP per step (convolutions; "
+                  f"one evaluation of the five blocks: "
+                  f"{sum(r['flops_one_evaluation_per_block']) / 1e9:.2f} GFLOP), "
+                  f"{r['gflops_per_s']:.1f} GFLOP/s achieved")
+    if peak:
+        print(f"machine, {peak['threads']} thread(s): largest conv alone "
+              f"{peak['conv_gflops_per_s']:.1f} GFLOP/s, sgemm 1024³ "
+              f"{peak['sgemm_gflops_per_s']:.1f} GFLOP/s")
     for key, value in checks.items():
         print(f"{key}: {value:.3g}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
-        "results": results, "checks": checks, "iters": args.iters, "reference_iters": ref_iters,
+        "results": results, "checks": checks, "machine_peak": peak, "iters": args.iters,
+        "reference_iters": ref_iters,
         "warmup": args.warmup, "rounds": args.rounds, "per_round": per_round,
         "threads": args.threads, "torch": torch.__version__, "machine": platform.platform(),
         "cpu_count": os.cpu_count()}, indent=2))
