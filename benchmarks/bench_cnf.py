@@ -214,8 +214,14 @@ def run_train_toy(ref_dir: Path, iters: int, warmup: int, python: str, threads: 
                      [r[4] for r in timed]) | {"command": " ".join(cmd[:-2])}
 
 
+# glibc settings equivalent to odeflows.nn.fused_conv.keep_freed_memory(), for a reference
+# process measured under the same allocator behaviour (--keep-freed-memory both)
+KEEP_FREED_ENV = {"MALLOC_MMAP_THRESHOLD_": str(2**30), "MALLOC_TRIM_THRESHOLD_": str(2**31)}
+_REFERENCE_EXTRA_ENV: dict[str, str] = {}
+
+
 def _reference_env(threads: int) -> dict[str, str]:
-    return {**os.environ, "MPLBACKEND": "Agg",
+    return {**os.environ, "MPLBACKEND": "Agg", **_REFERENCE_EXTRA_ENV,
             **{k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
 
 
@@ -433,9 +439,19 @@ def main() -> None:
     parser.add_argument("--image-method", default="dopri5")
     parser.add_argument("--image-tol", type=float, default=1e-5,
                         help="atol = rtol of the image step (FFJORD's MNIST default 1e-5)")
+    parser.add_argument("--keep-freed-memory", choices=["ours", "both", "none"], default="ours",
+                        help="glibc keeps freed memory (odeflows.nn.fused_conv.keep_freed_memory: "
+                             "no page faults on the image activations): in our process (the "
+                             "recommended setting), in the reference processes too, or nowhere")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/cnf.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.keep_freed_memory != "none":
+        from odeflows.nn.fused_conv import keep_freed_memory
+
+        keep_freed_memory()
+    if args.keep_freed_memory == "both":
+        _REFERENCE_EXTRA_ENV.update(KEEP_FREED_ENV)
     ref_iters = args.reference_iters or args.iters
     dirs = {"ffjord": args.ffjord_dir, "anodef": args.anodef_dir,
             "torchdiffeq": args.torchdiffeq_dir}
@@ -534,7 +550,8 @@ def main() -> None:
         "results": results, "checks": checks, "machine_peak": peak, "iters": args.iters,
         "reference_iters": ref_iters,
         "warmup": args.warmup, "rounds": args.rounds, "per_round": per_round,
-        "threads": args.threads, "torch": torch.__version__, "machine": platform.platform(),
+        "threads": args.threads, "keep_freed_memory": args.keep_freed_memory,
+        "torch": torch.__version__, "machine": platform.platform(),
         "cpu_count": os.cpu_count()}, indent=2))
     print(f"wrote {args.out}")
 
