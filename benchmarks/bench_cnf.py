@@ -1,7 +1,8 @@
-"""Benchmark of the CNF training hot path (not a test: timings depend on the machine).
+"""Benchmark of the CNF training hot paths against the reference code, side by side (not a
+test: timings depend on the machine). See docs/speed.md.
 
-Measures seconds per training iteration, forward/backward NFE per iteration, seconds per function
-evaluation and peak memory saved for backward, for:
+Measures seconds per training iteration, forward/backward NFE per iteration, milliseconds per
+function evaluation and peak memory saved for backward, for:
 
 - ``ffjord_autograd``: the configuration of FFJORD's ``train_toy.py`` defaults (8gaussians, batch
   100, concatsquash 64-64-64 tanh, dopri5 atol = rtol = 1e-5, exact trace, T = 0.5, Adam 1e-3,
@@ -9,31 +10,39 @@ evaluation and peak memory saved for backward, for:
   dimension, double backward in training) — our tested ground truth;
 - ``ffjord_fast``: the same model with the trace from forward-mode Jacobian propagation
   (``MLPField.jacobian``, generic autograd ops; ``fused: false``);
-- ``ffjord_fused``: the same model with the fused dynamics of ``odeflows.nn.fused`` (closed-form
-  value, trace and hand-written vector-Jacobian product, and the adjoint solve on one flat
-  augmented state; the default for this field);
-- ``*_direct``: backpropagation through the solver instead of the adjoint (no backward solve;
-  memory grows with steps);
+- ``ffjord_fused``: the same model with ``odeflows.nn.fused`` (closed-form value, trace and
+  hand-written vector-Jacobian product, the adjoint on one flat augmented state integrated by
+  ``odeflows.nn.lean_dopri5``; the default for this field);
+- ``*_direct``: backpropagation through the solver instead of the adjoint;
 - ``ffjord_hutchinson``, ``ffjord_rk4``/``ffjord_fused_rk4`` (fixed step 0.05), ``rnode``/
-  ``rnode_fused`` (kinetic and Jacobian regularisers, λ = 0.01) and ``affjord`` (AFFJORD §4.1 toy
-  model, RK4 40 steps, batch 512);
-- ``mnist_multiscale``: ONE training step of the multiscale image CNF
-  (``odeflows.models.odenvp.MultiscaleCNF``, one block per scale, 64-64-64) at MNIST shape
-  1×28×28 with ``--image-batch`` uniform images, on CPU and on CUDA when available (skipped with
-  a message when the module cannot be imported); its s/iter column is seconds for that step.
+  ``rnode_fused`` (kinetic and Jacobian regularisers, λ = 0.01);
+- ``affjord`` / ``affjord_autograd`` / ``affjord_rnode``: AFFJORD §4.1's toy model at the paper
+  setting (hash, batch 512, hypernet field, RK4 40 steps from t = 10 to 0, exact trace, no
+  adjoint; fused = ``odeflows.nn.fused_hyper``), and with RNODE's regularisers;
+  ``ffjord_hyper`` / ``ffjord_hyper_autograd``: that experiment's FFJORD baseline (time-hypernet
+  field); ``ffjord_hyper_dopri5``: torchdiffeq ``examples/cnf.py``'s setting (dopri5, no adjoint);
+- ``mnist_multiscale`` / ``mnist_multiscale_autograd``: steady training steps (warm-up excluded,
+  bits/dim loss, Adam) of the multiscale image CNF (``MultiscaleCNF``, MNIST shape 1×28×28, one
+  block per scale, 64-64-64 concat, softplus, dopri5, Rademacher probe, adjoint) with
+  ``--image-batch`` uniform images, fused (``odeflows.nn.fused_conv``) or not; on CUDA too when
+  available. Also reported: the convolutions' FLOPs per step, the FLOP/s achieved, and what the
+  machine's largest convolution and a 1024³ sgemm reach on their own.
 
-With ``--reference-dir`` pointing at a checkout of rtqichen/ffjord (kept outside this repository),
-its ``train_toy.py`` runs in a subprocess with the same settings (and the same number of threads)
-and its per-iteration times and NFE are parsed from its log, so both sides are measured in one
-run on one machine. With ``--rounds R`` the reference and our cases alternate R times (robust to
-other load on a shared machine) and the table reports medians over rounds.
+References (checkouts kept outside this repository, run in subprocesses with the same threads):
+``--ffjord-dir`` (rtqichen/ffjord: ``train_toy.py``, its log parsed; ``lib/odenvp.py`` by
+``odenvp_reference.py`` on the same images), ``--anodef-dir`` (ehaxholli/ANODEF
+``hash_gaussian/examples/cnf_augmented.py`` and ``cnf_normal.py``) and ``--torchdiffeq-dir``
+(rtqichen/torchdiffeq ``examples/cnf.py``), the last three by ``reference_runner.py``, which times
+the scripts' own loop bodies. With ``--rounds R`` the references and our cases alternate R times
+(robust to other load on a shared machine) and the table reports medians over rounds.
 
 Ratio vs the reference "at equal NFE" = (our s/iter × reference NFE/iter ÷ our NFE/iter) ÷
 reference s/iter, NFE = forward + backward evaluations: our time per iteration rescaled to the
-reference's number of function evaluations (the adaptive solver takes a different number of steps
-on different weights and T). Below 1 is faster than the reference.
+reference's number of function evaluations. Below 1 is faster than the reference.
 
-    python benchmarks/bench_cnf.py --iters 100 --rounds 3 --reference-dir /path/to/ffjord
+    python benchmarks/bench_cnf.py --threads 1 --rounds 3 --iters 40 --reference-iters 20 \
+        --ffjord-dir /tmp/ref_ffjord --anodef-dir /tmp/ref_ANODEF \
+        --torchdiffeq-dir /tmp/ref_torchdiffeq
 """
 
 from __future__ import annotations
@@ -44,7 +53,6 @@ import json
 import math
 import os
 import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -157,9 +165,9 @@ def run_ours(name: str, cfg: dict, iters: int, warmup: int, seed: int) -> dict:
     opt = torch.optim.Adam(model.parameters(), lr=cfg["train"]["lr"],
                            weight_decay=cfg["train"]["weight_decay"])
     gen = torch.Generator().manual_seed(seed)
-    times, nfe_f, nfe_b, losses = [], [], [], []
+    times, cpu, nfe_f, nfe_b, losses = [], [], [], [], []
     for _ in range(iters):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         # a fresh batch every iteration, as the reference script does (inside its timed region)
         x = torch.from_numpy(toy2d.sample(cfg["data"], cfg["train"]["batch_size"], rng))
         opt.zero_grad(set_to_none=True)
@@ -169,6 +177,7 @@ def run_ours(name: str, cfg: dict, iters: int, warmup: int, seed: int) -> dict:
         loss.backward()
         opt.step()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
         nfe_f.append(f)
         nfe_b.append(count_nfe(model) - f)
         losses.append(loss.item())
@@ -177,13 +186,15 @@ def run_ours(name: str, cfg: dict, iters: int, warmup: int, seed: int) -> dict:
         x = torch.from_numpy(toy2d.sample(cfg["data"], cfg["train"]["batch_size"], rng))
         loss, _ = model.loss(x, gen)
         loss.backward()
-    return summarise(name, times[warmup:], nfe_f[warmup:], nfe_b[warmup:]) | {
+    return summarise(name, times[warmup:], nfe_f[warmup:], nfe_b[warmup:], cpu[warmup:]) | {
         "peak_saved_mib": meter.peak / 2**20, "losses": losses}
 
 
-def summarise(name: str, times: list[float], nfe_f: list[float], nfe_b: list[float]) -> dict:
+def summarise(name: str, times: list[float], nfe_f: list[float], nfe_b: list[float],
+              cpu: list[float] | None = None) -> dict:
+    """Medians of wall (and process CPU) seconds per iteration; mean NFE."""
     per_nfe = [t / max(f + b, 1) for t, f, b in zip(times, nfe_f, nfe_b, strict=True)]
-    return {
+    out = {
         "case": name,
         "iterations_timed": len(times),
         "s_per_iter_median": statistics.median(times),
@@ -191,27 +202,9 @@ def summarise(name: str, times: list[float], nfe_f: list[float], nfe_b: list[flo
         "nfe_backward_mean": statistics.fmean(nfe_b),
         "ms_per_nfe_median": 1e3 * statistics.median(per_nfe),
     }
-
-
-ITER_RE = re.compile(r"Iter (\d+) \| Time ([\d.]+)\([\d.]+\) \| Loss ([-\d.]+)\([-\d.]+\) \| "
-                     r"NFE Forward (\d+)\([\d.]+\) \| NFE Backward (\d+)")
-
-
-def run_train_toy(ref_dir: Path, iters: int, warmup: int, python: str, threads: int) -> dict:
-    """rtqichen/ffjord train_toy.py at its defaults (8gaussians, concatsquash 64-64-64)."""
-    with tempfile.TemporaryDirectory() as save:
-        cmd = [python, "train_toy.py", "--data", "8gaussians", "--dims", "64-64-64",
-               "--layer_type", "concatsquash", "--niters", str(iters), "--viz_freq", "1000000",
-               "--val_freq", "1000000", "--save", save]
-        out = subprocess.run(cmd, cwd=ref_dir, capture_output=True, text=True,
-                             env=_reference_env(threads))
-    rows = [m.groups() for m in ITER_RE.finditer(out.stdout + out.stderr)]
-    if not rows:
-        raise RuntimeError("reference run produced no iteration log:\n" + out.stderr[-2000:])
-    rows = [(int(i), float(t), float(loss), int(f), int(b)) for i, t, loss, f, b in rows]
-    timed = [r for r in rows if r[0] > warmup]
-    return summarise("ffjord_train_toy", [r[1] for r in timed], [r[3] for r in timed],
-                     [r[4] for r in timed]) | {"command": " ".join(cmd[:-2])}
+    if cpu:
+        out["cpu_s_per_iter_median"] = statistics.median(cpu)
+    return out
 
 
 # glibc settings equivalent to odeflows.nn.fused_conv.keep_freed_memory(), for a reference
@@ -225,31 +218,39 @@ def _reference_env(threads: int) -> dict[str, str]:
             **{k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
 
 
-# reference scripts that print no timings: run by reference_runner.py (their own loop body)
+# reference scripts, run by reference_runner.py (their own loop bodies, timed between the
+# per-iteration lines they print or log): (checkout, script, grid steps, script arguments)
 SCRIPT_REFERENCES = {
+    # rtqichen/ffjord train_toy.py at its defaults (8gaussians, concatsquash 64-64-64, adjoint)
+    "ffjord_train_toy": ("ffjord", "train_toy.py", None,
+                         ["--data", "8gaussians", "--dims", "64-64-64", "--layer_type",
+                          "concatsquash", "--niters", "{niters}", "--viz_freq", "1000000",
+                          "--val_freq", "1000000", "--save", "{save}"]),
     # ehaxholli/ANODEF, the official AFFJORD code; its grid (21 points = 20 RK4 steps) is
     # replaced by the paper's 40 steps so that both sides take 160 evaluations
-    "anodef_augmented": ("anodef", "hash_gaussian/examples/cnf_augmented.py", 40),
-    "anodef_normal": ("anodef", "hash_gaussian/examples/cnf_normal.py", 40),
+    "anodef_augmented": ("anodef", "hash_gaussian/examples/cnf_augmented.py", 40, []),
+    "anodef_normal": ("anodef", "hash_gaussian/examples/cnf_normal.py", 40, []),
     # rtqichen/torchdiffeq examples/cnf.py at its defaults (dopri5, no adjoint)
-    "torchdiffeq_cnf": ("torchdiffeq", "examples/cnf.py", None),
+    "torchdiffeq_cnf": ("torchdiffeq", "examples/cnf.py", None, []),
 }
 
 
 def run_script_reference(name: str, root: Path, iters: int, warmup: int, python: str,
                          threads: int) -> dict:
-    _, script, grid_steps = SCRIPT_REFERENCES[name]
-    cmd = [python, str(Path(__file__).with_name("reference_runner.py")), str(root / script),
-           "--iters", str(iters), "--threads", str(threads)]
-    if grid_steps:
-        cmd += ["--grid-steps", str(grid_steps)]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=_reference_env(threads))
+    _, script, grid_steps, script_args = SCRIPT_REFERENCES[name]
+    with tempfile.TemporaryDirectory() as save:
+        cmd = [python, str(Path(__file__).with_name("reference_runner.py")), str(root / script),
+               "--iters", str(iters), "--threads", str(threads)]
+        if grid_steps:
+            cmd += ["--grid-steps", str(grid_steps)]
+        cmd += ["--", *(a.format(niters=iters + 10, save=save) for a in script_args)]
+        out = subprocess.run(cmd, capture_output=True, text=True, env=_reference_env(threads))
     rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith('{"iter"')]
     if not rows:
         raise RuntimeError(f"{name}: no iteration log:\n" + out.stderr[-2000:])
     timed = [r for r in rows if r["iter"] > warmup]
     return summarise(name, [r["seconds"] for r in timed], [r["nfe_forward"] for r in timed],
-                     [r["nfe_backward"] for r in timed]) | {
+                     [r["nfe_backward"] for r in timed], [r["cpu_seconds"] for r in timed]) | {
         "command": " ".join(cmd[1:]), "losses": [r["loss"] for r in rows]}
 
 
@@ -301,16 +302,17 @@ def run_image_steps(device: str, x: torch.Tensor, solver: Solver, iters: int, wa
         opt.step()
         return loss.item(), nf, [count_nfe(b) - f for b, f in zip(blocks, nf, strict=True)]
 
-    times, nfe_f, nfe_b, flops, losses = [], [], [], [], []
+    times, cpu, nfe_f, nfe_b, flops, losses = [], [], [], [], [], []
     for i in range(warmup + iters):
         if cuda:
             torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         loss, nf, nb = step()
         if cuda:
             torch.cuda.synchronize(device)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
             nfe_f.append(sum(nf))
             nfe_b.append(sum(nb))
             # forward evaluation: value + divergence; adjoint one: that again and its VJP (2×)
@@ -319,7 +321,8 @@ def run_image_steps(device: str, x: torch.Tensor, solver: Solver, iters: int, wa
     meter = SavedTensorMeter()
     with torch.autograd.graph.saved_tensors_hooks(meter.pack, meter.unpack):
         step()
-    out = summarise(name if device == "cpu" else f"{name}_{device}", times, nfe_f, nfe_b) | {
+    out = summarise(name if device == "cpu" else f"{name}_{device}", times, nfe_f, nfe_b,
+                    cpu) | {
         "batch": x.shape[0], "peak_saved_mib": meter.peak / 2**20, "losses": losses,
         "solver": dataclasses.asdict(solver), "fused": fused,
         "flops_per_step": statistics.median(flops),
@@ -343,7 +346,8 @@ def run_odenvp_reference(ffjord_dir: Path, images: Path, args: argparse.Namespac
         raise RuntimeError("odenvp reference: no step log:\n" + out.stderr[-2000:])
     timed = [r for r in rows if not r["warmup"]]
     return summarise(f"{IMAGE_CASE}_reference_odenvp", [r["seconds"] for r in timed],
-                     [r["nfe_forward"] for r in timed], [r["nfe_backward"] for r in timed]) | {
+                     [r["nfe_forward"] for r in timed], [r["nfe_backward"] for r in timed],
+                     [r["cpu_seconds"] for r in timed]) | {
         "batch": args.image_batch, "losses": [r["loss"] for r in rows],
         "command": " ".join(cmd[1:])}
 
@@ -403,12 +407,22 @@ def _median_rows(rows: list[dict]) -> dict:
     return out
 
 
+RATIO_KEYS = ("ratio_per_nfe_vs_reference", "ratio_per_iter_equal_nfe_vs_reference",
+              "cpu_ratio_per_iter_equal_nfe_vs_reference")
+
+
 def _ratios(ref: dict, r: dict) -> dict:
+    """Our time per iteration at the reference's NFE over the reference's: wall clock and, where
+    both sides report it, process CPU time (robust to other jobs taking the CPU away)."""
     nfe_ratio = ((ref["nfe_forward_mean"] + ref["nfe_backward_mean"])
                  / (r["nfe_forward_mean"] + r["nfe_backward_mean"]))
-    return {"ratio_per_nfe_vs_reference": r["ms_per_nfe_median"] / ref["ms_per_nfe_median"],
-            "ratio_per_iter_equal_nfe_vs_reference":
-                r["s_per_iter_median"] * nfe_ratio / ref["s_per_iter_median"]}
+    out = {"ratio_per_nfe_vs_reference": r["ms_per_nfe_median"] / ref["ms_per_nfe_median"],
+           "ratio_per_iter_equal_nfe_vs_reference":
+               r["s_per_iter_median"] * nfe_ratio / ref["s_per_iter_median"]}
+    if "cpu_s_per_iter_median" in r and "cpu_s_per_iter_median" in ref:
+        out["cpu_ratio_per_iter_equal_nfe_vs_reference"] = (
+            r["cpu_s_per_iter_median"] * nfe_ratio / ref["cpu_s_per_iter_median"])
+    return out
 
 
 def main() -> None:
@@ -471,13 +485,9 @@ def main() -> None:
             root = dirs[_reference_root(ref_name)]
             if not root:
                 continue
-            if ref_name == "ffjord_train_toy":
-                ref = run_train_toy(root, ref_iters, args.warmup, args.reference_python,
-                                    args.threads)
-            else:
-                ref = run_script_reference(ref_name, root, ref_iters, args.warmup,
-                                           args.reference_python, args.threads)
-                ref.pop("losses")
+            ref = run_script_reference(ref_name, root, ref_iters, args.warmup,
+                                       args.reference_python, args.threads)
+            ref.pop("losses")
             refs[ref_name] = ref
             per_round.setdefault(ref_name, []).append(ref)
         for name in toy_cases:
@@ -501,8 +511,8 @@ def main() -> None:
             if "s_per_iter_median" in v[-1]), flush=True)
     results = [_median_rows(rows) for rows in per_round.values()]
     for row in results:  # median over rounds of the per-round ratios
-        for key in ("ratio_per_nfe_vs_reference", "ratio_per_iter_equal_nfe_vs_reference"):
-            if row["case"] in ratio_rounds:
+        for key in RATIO_KEYS:
+            if row["case"] in ratio_rounds and all(key in rr for rr in ratio_rounds[row["case"]]):
                 row[key] = statistics.median(rr[key] for rr in ratio_rounds[row["case"]])
         if row["case"] in ratio_rounds:
             row["reference"] = REFERENCE_OF.get(row["case"], f"{IMAGE_CASE}_reference_odenvp")
@@ -518,20 +528,23 @@ def main() -> None:
             checks[f"{other}_vs_{ground}_max_abs_loss_diff"] = float(diff.max())
 
     print()
-    print("vs ref (equal NFE) = our s/iter × (ref NFE/iter ÷ our NFE/iter) ÷ ref s/iter; "
-          "NFE = forward + backward; < 1 is faster" + (
+    print("vs ref (equal NFE) = our s/iter × (ref NFE/iter ÷ our NFE/iter) ÷ ref s/iter, wall "
+          "clock; cpu: the same with process CPU time; NFE = forward + backward; < 1 is faster" + (
               f"; medians over {args.rounds} rounds" if args.rounds > 1 else ""))
-    print(f"{'case':34s} {'s/iter':>9s} {'NFE f':>7s} {'NFE b':>7s} {'ms/NFE':>8s} "
-          f"{'peak MiB':>9s} {'vs ref':>7s}  reference")
+    print(f"{'case':34s} {'s/iter':>9s} {'cpu s/it':>9s} {'NFE f':>7s} {'NFE b':>7s} "
+          f"{'ms/NFE':>8s} {'peak MiB':>9s} {'vs ref':>7s} {'cpu':>6s}  reference")
     for r in results:
         if "skipped" in r:
             print(f"{r['case']:34s} skipped: {r['skipped']}")
             continue
         ratio = r.get("ratio_per_iter_equal_nfe_vs_reference")
-        print(f"{r['case']:34s} {r['s_per_iter_median']:9.4f} {r['nfe_forward_mean']:7.1f} "
+        cpu_ratio = r.get("cpu_ratio_per_iter_equal_nfe_vs_reference")
+        print(f"{r['case']:34s} {r['s_per_iter_median']:9.4f} "
+              f"{r.get('cpu_s_per_iter_median', float('nan')):9.4f} {r['nfe_forward_mean']:7.1f} "
               f"{r['nfe_backward_mean']:7.1f} {r['ms_per_nfe_median']:8.3f} "
               f"{r.get('peak_saved_mib', float('nan')):9.2f} "
-              f"{'' if ratio is None else f'{ratio:.3f}':>7s}  {r.get('reference', '')}")
+              f"{'' if ratio is None else f'{ratio:.3f}':>7s} "
+              f"{'' if cpu_ratio is None else f'{cpu_ratio:.3f}':>6s}  {r.get('reference', '')}")
     print("peak MiB: tensors saved for backward (CUDA allocator peak in the JSON for CUDA)")
     for r in results:
         if "gflops_per_s" in r:
@@ -557,7 +570,7 @@ def main() -> None:
 
 
 def _reference_root(ref_name: str) -> str:
-    return "ffjord" if ref_name == "ffjord_train_toy" else SCRIPT_REFERENCES[ref_name][0]
+    return SCRIPT_REFERENCES[ref_name][0]
 
 
 if __name__ == "__main__":

@@ -5,9 +5,10 @@ Used by ``bench_cnf.py`` for scripts that print no timings (ehaxholli/ANODEF
 ``examples/cnf.py``). The script runs as ``__main__`` from its own directory (so ANODEF's vendored
 torchdiffeq is the one it imports, as when it is run by hand), with three hooks and no edit:
 
-- ``print``: the script prints one ``Iter`` line per training iteration; the time between
-  consecutive lines is the time of one whole loop body (batch sampling, solve, backward, Adam
-  step). After ``--iters`` lines the run stops (SystemExit), skipping the script's visualisation.
+- ``print`` and ``logging.Logger.info``: the script reports one ``Iter`` line per training
+  iteration; the time between consecutive lines (wall and process CPU time) is the time of one
+  whole loop body (batch sampling, solve, backward, Adam step). After ``--iters`` lines the run
+  stops (SystemExit), skipping whatever the script does after training.
 - ``torchdiffeq.odeint`` / ``odeint_adjoint``: wrapped to count the evaluations of the script's
   right-hand side (forward NFE inside the call, backward NFE until the next ``Iter`` line).
 - ``--grid-steps N`` (optional): a training-time grid of evenly spaced times (ANODEF's
@@ -15,8 +16,8 @@ torchdiffeq is the one it imports, as when it is run by hand), with three hooks 
   interval, so the fixed-grid reference can be run at the paper's 40 steps. Only the final state
   is used by the scripts, so only the number of steps changes.
 
-Prints one JSON line per iteration: {"iter", "seconds", "nfe_forward", "nfe_backward",
-"loss"}.
+Prints one JSON line per iteration: {"iter", "seconds", "cpu_seconds", "nfe_forward",
+"nfe_backward", "loss"}.
 
     python reference_runner.py SCRIPT --iters 50 [--grid-steps 40] [-- script args]
 """
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import builtins
 import json
+import logging
 import os
 import re
 import runpy
@@ -83,18 +85,19 @@ def main() -> None:
     # forward NFE: counted by each odeint call; backward = the rest of the iteration
     forward_nfe = {"n": 0}
     iter_re = re.compile(r"Iter:? (\d+)")
-    loss_re = re.compile(r"loss:? ([-\d.]+)")
-    state = {"last": None, "nfe_at_last": 0, "count": 0}
+    loss_re = re.compile(r"loss:? ([-\d.]+)", re.IGNORECASE)
+    state = {"last": None, "cpu_last": None, "nfe_at_last": 0, "count": 0}
     real_print = builtins.print
 
-    def timed_print(*values, **kw):
-        text = " ".join(str(v) for v in values)
+    def on_line(text: str) -> bool:
+        """Record an iteration if ``text`` is an ``Iter`` line; whether it was one."""
         m = iter_re.match(text)
         if not m:
-            return real_print(*values, **kw)
-        now = time.perf_counter()
+            return False
+        now, cpu = time.perf_counter(), time.process_time()
         if state["last"] is not None:
             real_print(json.dumps({"iter": int(m.group(1)), "seconds": now - state["last"],
+                                   "cpu_seconds": cpu - state["cpu_last"],
                                    "nfe_forward": forward_nfe["n"],
                                    "nfe_backward": nfe[0] - state["nfe_at_last"]
                                    - forward_nfe["n"],
@@ -102,9 +105,22 @@ def main() -> None:
                                    if loss_re.search(text) else None}), flush=True)
         state["count"] += 1
         state["nfe_at_last"] = nfe[0]
-        state["last"] = time.perf_counter()
+        state["last"], state["cpu_last"] = time.perf_counter(), time.process_time()
         if state["count"] > args.iters:
             raise SystemExit(0)
+        return True
+
+    def timed_print(*values, **kw):
+        if not on_line(" ".join(str(v) for v in values)):
+            real_print(*values, **kw)
+
+    real_info = logging.Logger.info
+
+    def timed_info(self, msg, *a, **kw):  # ffjord's train_toy.py logs instead of printing
+        real_info(self, msg, *a, **kw)
+        on_line(str(msg) % a if a else str(msg))
+
+    logging.Logger.info = timed_info
 
 
     def split(solve):
