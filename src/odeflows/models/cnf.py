@@ -21,6 +21,7 @@ from torch import nn
 
 from odeflows.nn import divergence as div_
 from odeflows.nn import fused as fused_
+from odeflows.nn import fused_hyper
 from odeflows.ode import Autonomous, CountedField, Solver, solve
 
 
@@ -42,6 +43,12 @@ class CNFDynamics(nn.Module):
         if (fused and divergence == "exact" and analytic_trace and aug_dynamics is None
                 and fused_.supports(field)):
             self.fused = fused_.FusedMLP(field)
+        # The hypernet fields (AFFJORD's toy model and its FFJORD baseline) on a fixed RK4 grid:
+        # the whole solve is one node with a hand-written backward (odeflows.nn.fused_hyper).
+        self.fused_rk4: fused_hyper.FusedHyperRK4 | None = None
+        if (fused and divergence == "exact" and analytic_trace
+                and fused_hyper.supports(field, aug_dynamics)):
+            self.fused_rk4 = fused_hyper.FusedHyperRK4(field, aug_dynamics)
         # --- end fused fast path -----------------------------------------------------------
 
     def forward(self, t: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -162,11 +169,15 @@ class ToyCNF(nn.Module):
         if dyn.regularise:
             state += [torch.zeros(x.shape[0], 1, dtype=x.dtype, device=x.device)] * 2
         times, solver = self._times(), self.active_solver()
-        if (dyn.fused is not None and solver.adjoint
+        reg = None
+        if dyn.regularise:
+            d = x[0].numel()
+            reg = (self.direction / (2 * d), self.direction / d)
+        if dyn.fused_rk4 is not None and fused_hyper.applies(solver, times):
+            sol = dyn.fused_rk4.solve(self.func, state, times, solver, reg)
+        elif (dyn.fused is not None and solver.adjoint
                 and fused_.adjoint_applies(dyn.fused, self.func, times)):
             # fused fast path: the same adjoint solve without autograd or per-tensor overhead
-            d = x[0].numel()
-            reg = (self.direction / (2 * d), self.direction / d) if dyn.regularise else None
             sol = fused_.solve_adjoint(dyn.fused, self.func, state, times, solver, reg)
         else:
             sol = solve(self.func, state, times, solver)

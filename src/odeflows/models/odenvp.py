@@ -36,6 +36,7 @@ from torch import nn
 
 from odeflows.models import ReferenceCount
 from odeflows.nn import divergence as div_
+from odeflows.nn import fused_conv
 from odeflows.nn.conv_layers import ConvODEnet, conv_param_count
 from odeflows.ode import Autonomous, CountedField, Solver, solve
 
@@ -132,9 +133,25 @@ class ImageField(nn.Module):
             return self.net(x, cond=self.ones * t)
         if self.mode == "time_hyper":
             return self.net(x, h=t.reshape(1, 1).to(x.dtype))
+        cond, h = self._conditioning(t, a)
+        return self.net(x, cond=cond, h=h)
+
+    def _conditioning(self, t: torch.Tensor, a: torch.Tensor | None
+                      ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(cond channels, hypernet input) of the ODEnet for the aug modes."""
         assert a is not None
         h = a.reshape(1, -1)[:, :self.hyper_in] if self.mode == "aug_hyper" else None
-        return self.net(x, cond=a, h=h)
+        return a, h
+
+    def weights_and_maps(self, t: torch.Tensor, a: torch.Tensor | None
+                         ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per conv layer, the weight on the image channels and the bias map the batch shares
+        (bias and conditioning), for ``odeflows.nn.fused_conv``; differentiable."""
+        if self.mode == "time_channel":
+            return self.net.weights_and_maps(cond=self.ones * t)
+        if self.mode == "time_hyper":
+            return self.net.weights_and_maps(h=t.reshape(1, 1).to(self.ones.dtype))
+        return self.net.weights_and_maps(*self._conditioning(t, a))
 
 
 def exact_divergence(field: nn.Module, x: torch.Tensor, t: torch.Tensor, a: torch.Tensor | None,
@@ -156,11 +173,16 @@ class BlockDynamics(nn.Module):
     """Right-hand side of one block's state (x, [a], Δ, [K, J]); K, J are present iff the
     state has them. The Hutchinson probe is set by the block once per solve."""
 
-    def __init__(self, field: ImageField, aug_field: AugmentedField | None, divergence: str):
+    def __init__(self, field: ImageField, aug_field: AugmentedField | None, divergence: str,
+                 fused: bool = True):
         super().__init__()
         self.field, self.aug_field, self.divergence = field, aug_field, divergence
         self.probe: torch.Tensor | None = None
         self.with_logp = True
+        # fast path (odeflows.nn.fused_conv): value and Hutchinson divergence by forward-mode
+        # tangent, hand-written VJP; the generic branches below stay the tested ground truth
+        self.fused = (fused and divergence == "hutchinson"
+                      and field.net.nonlinearity in fused_conv.ACTIVATIONS)
 
     def forward(self, t: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         x = state[0]
@@ -169,6 +191,10 @@ class BlockDynamics(nn.Module):
         if not self.with_logp:  # sampling: the trajectory only
             return (self.field(x, t, a), *aug)
         regularise = len(state) > 2 + len(aug)
+        if self.fused and not regularise and self.probe is not None:  # fast path
+            weights, maps = self.field.weights_and_maps(t, a)
+            f, ntr = fused_conv.apply(self.field.net.nonlinearity, x, self.probe, weights, maps)
+            return (f, *aug, ntr)
         outer_grad = torch.is_grad_enabled()
         with torch.enable_grad():
             if not (outer_grad and x.requires_grad):
@@ -199,9 +225,9 @@ class CNFBlock(nn.Module):
     """One CNF: integrates its state over [0, T] (reverse for sampling) with ``solve``."""
 
     def __init__(self, field: ImageField, aug_field: AugmentedField | None, *, T: float,
-                 divergence: str, probe: str):
+                 divergence: str, probe: str, fused: bool = True):
         super().__init__()
-        self.func = CountedField(BlockDynamics(field, aug_field, divergence))
+        self.func = CountedField(BlockDynamics(field, aug_field, divergence, fused))
         self.probe_kind = probe
         self.register_buffer("times", torch.tensor([0.0, T]), persistent=False)
 
@@ -262,7 +288,10 @@ class MultiscaleCNF(nn.Module):
     dequantised images in [0, 1]. ``solver`` is used in train mode, ``eval_solver`` in eval mode;
     the RNODE states are integrated only in train mode (as RNODE). ``n_scales`` overrides the
     number of scales computed from the image size (tests use it to squeeze tiny images).
-    ``track_regularisers`` integrates RNODE's states even when both weights are zero."""
+    ``track_regularisers`` integrates RNODE's states even when both weights are zero.
+    ``fused`` (default on) evaluates the Hutchinson divergence of unregularised blocks through
+    ``odeflows.nn.fused_conv`` (forward-mode tangent, hand-written VJP, channels-last);
+    ``fused=False`` keeps the generic autograd path, which the fused one is tested against."""
 
     def __init__(self, shape: tuple[int, int, int], *, solver: Solver, eval_solver: Solver,
                  augmented: bool = False, layer: str = "concat",
@@ -271,7 +300,7 @@ class MultiscaleCNF(nn.Module):
                  divergence: str = "hutchinson", probe: str = "rademacher",
                  kinetic: float = 0.0, jacobian: float = 0.0, zero_last: bool = False,
                  aug_hidden: int = 20, hyper_in: int = 10, n_scales: int | None = None,
-                 track_regularisers: bool = False):
+                 track_regularisers: bool = False, fused: bool = True):
         super().__init__()
         if layer not in LAYERS:
             raise ValueError(f"unknown layer {layer!r}; allowed values: {', '.join(LAYERS)}")
@@ -301,7 +330,7 @@ class MultiscaleCNF(nn.Module):
             if zero_last:
                 field.net.zero_last_()
             aug = AugmentedField(s[0] * s[1] * s[2], aug_hidden) if augmented else None
-            return CNFBlock(field, aug, T=T, divergence=divergence, probe=probe)
+            return CNFBlock(field, aug, T=T, divergence=divergence, probe=probe, fused=fused)
 
         scales = []
         for i in range(n):

@@ -33,6 +33,19 @@ def conv_param_count(c_in: int, c_out: int) -> int:
     return c_in * c_out * KERNEL * KERNEL + c_out
 
 
+def _split_weight(weight: torch.Tensor, bias: torch.Tensor | None, cond: torch.Tensor | None,
+                  k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """conv([cond; x]) = conv(x, W_x) + β: the weight on the image channels and the bias map β
+    (1, c_out, H, W) — or (1, c_out, 1, 1) without cond — that the batch shares."""
+    if not k:
+        beta = bias.view(1, -1, 1, 1) if bias is not None else weight.new_zeros(1, weight.shape[0],
+                                                                                 1, 1)
+        return weight, beta
+    if cond is None or cond.shape[1] != k:
+        raise ValueError(f"this layer needs {k} conditioning channels")
+    return weight[:, k:], F.conv2d(cond, weight[:, :k], bias, padding=1)
+
+
 def _split_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                 cond: torch.Tensor | None, k: int) -> torch.Tensor:
     """conv([cond; x]) with the first k input channels of ``weight`` belonging to cond."""
@@ -60,6 +73,11 @@ class CondConv2d(nn.Module):
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None,
                 h: torch.Tensor | None = None) -> torch.Tensor:
         return _split_conv(x, self.conv.weight, self.conv.bias, cond, self.cond_channels)
+
+    def weight_and_map(self, cond: torch.Tensor | None = None, h: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(W_x, β) with forward(x) = conv(x, W_x) + β (see ``_split_weight``)."""
+        return _split_weight(self.conv.weight, self.conv.bias, cond, self.cond_channels)
 
     @torch.no_grad()
     def zero_weight_(self) -> None:
@@ -99,6 +117,15 @@ class HyperConv2d(nn.Module):
         weight = params[:self.n_weight].view(self.weight_shape)
         return _split_conv(x, weight, params[self.n_weight:], cond, self.cond_channels)
 
+    def weight_and_map(self, cond: torch.Tensor | None = None, h: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(W_x, β) with forward(x) = conv(x, W_x) + β, generated from h."""
+        if h is None:
+            raise ValueError("HyperConv2d needs the hypernetwork input h")
+        params = self.hypernet(h.reshape(1, -1)).reshape(-1)
+        weight = params[:self.n_weight].view(self.weight_shape)
+        return _split_weight(weight, params[self.n_weight:], cond, self.cond_channels)
+
     @torch.no_grad()
     def zero_weight_(self) -> None:
         """Make the generated conv weights 0 for every h (the generated bias keeps its init)."""
@@ -123,7 +150,15 @@ class ConvODEnet(nn.Module):
         self.layers = nn.ModuleList(
             HyperConv2d(d_in, d_out, hyper_in, k) if hyper_in else CondConv2d(d_in, d_out, k)
             for d_in, d_out, k in zip(dims[:-1], dims[1:], cond_channels, strict=True))
+        self.nonlinearity = nonlinearity
         self.act = NONLINEARITIES[nonlinearity]()
+
+    def weights_and_maps(self, cond: torch.Tensor | None = None, h: torch.Tensor | None = None
+                         ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per layer, the weight on the image channels and the bias map the batch shares:
+        layer i computes conv(x, W_i) + β_i (the form ``odeflows.nn.fused_conv`` evaluates)."""
+        pairs = [layer.weight_and_map(cond, h) for layer in self.layers]
+        return [w for w, _ in pairs], [b for _, b in pairs]
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None,
                 h: torch.Tensor | None = None) -> torch.Tensor:
