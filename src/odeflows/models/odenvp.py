@@ -524,6 +524,9 @@ def _register() -> None:
         "hyper_in": {"type": "integer", "minimum": 1, "default": 10},
         "track_regularisers": {"type": "boolean", "default": False,
                                "description": "integrate K and J even with zero weights"},
+        "fused": {"type": "boolean", "default": True,
+                  "description": "fused Hutchinson kernel (odeflows.nn.fused_conv) for blocks "
+                                 "without RNODE's regularisers"},
     }
     affjord = {**ffjord, "aug_hidden": {"type": "integer", "minimum": 1, "default": 20}}
     # RNODE §6: λ_K = λ_J = 0.01, one Gaussian probe shared with the Jacobian term, zero-init
@@ -538,7 +541,8 @@ def _register() -> None:
                 nonlinearity=o["nonlinearity"], divergence=o["divergence"], probe=o["probe"],
                 kinetic=float(o["kinetic"]), jacobian=float(o["jacobian"]),
                 zero_last=bool(o["zero_last"]), aug_hidden=int(o.get("aug_hidden", 20)),
-                hyper_in=int(o["hyper_in"]), track_regularisers=bool(o["track_regularisers"]))
+                hyper_in=int(o["hyper_in"]), track_regularisers=bool(o["track_regularisers"]),
+                fused=bool(o["fused"]))
         return build
 
     def reference(o: dict, ctx: BuildContext, implementation: str) -> ReferenceCount | None:
