@@ -2,35 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-import types
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
-
-
-def _without_scipy_solvers() -> None:
-    """torchdiffeq imports ``scipy.integrate`` (1–2 s per process, ~40 % of a short job's start)
-    only for its ``scipy_solver`` method, which odeflows never offers (see ``Solver``): give that
-    one import a stand-in so every training and evaluation process starts faster."""
-    name = "torchdiffeq._impl.scipy_wrapper"
-    if name in sys.modules or "torchdiffeq" in sys.modules:
-        return
-    stub = types.ModuleType(name)
-
-    class ScipyWrapperODESolver:
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            raise NotImplementedError("odeflows loads torchdiffeq without its scipy solvers")
-
-    stub.ScipyWrapperODESolver = ScipyWrapperODESolver  # type: ignore[attr-defined]
-    sys.modules[name] = stub
-
-
-_without_scipy_solvers()
-from torchdiffeq import odeint, odeint_adjoint  # noqa: E402
+from torchdiffeq import odeint, odeint_adjoint
 
 FIXED_GRID = {"rk4", "euler", "midpoint"}
 
