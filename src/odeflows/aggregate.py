@@ -318,6 +318,7 @@ def aggregate(scale: str, experiment: str, out_dir: str | Path, config_dir: str 
         "table_keys": list(task.table_keys), "per_seed_file": str(paths["runs"]),
         "headlines": list(exp.get("headlines") or task.headlines),
         "protocol": PROTOCOL,
+        "modules": list(p.modules),
         "code_versions": {
             "train": sorted({r["code_version"] for r in runs.to_dict("records")
                              if isinstance(r.get("code_version"), str)}),

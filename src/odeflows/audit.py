@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from odeflows import plugins, provenance
+from odeflows import provenance
 from odeflows.aggregate import TableTask, reference_numbers, run_rows
 from odeflows.config import config_hash
 from odeflows.rundir import RunDir
@@ -78,7 +78,6 @@ def _check_run(run: dict[str, Any], problems: list[str], code: list[str], where:
                         f"recorded ({sha[:12]}…); re-create it with `snakemake {path}`")
     if cfg is None:
         return
-    plugins.load(cfg.get("modules") or [])  # the run's own models and datasets, to hash them
     for stage, recorded, modules in (
             ("train", record.get("code_version"), record.get("code_modules") or {}),
             ("evaluate", (rd.evaluation() or {}).get("code_version"), {})):
@@ -125,7 +124,8 @@ def audit(table: str | Path, verify: bool = False,
         for run in row["runs"]:
             _check_run(run, problems, report.code_changes, f"row {label}, seed {run.get('seed')}")
     made_by = (side.get("code_versions") or {}).get("aggregate")
-    if made_by and made_by != provenance.code_version("aggregate")["version"]:
+    now = provenance.code_version("aggregate", plugins=side.get("modules") or [])["version"]
+    if made_by and made_by != now:
         report.code_changes.append(f"table: made by other aggregation code than this tree's "
                                    f"(version {made_by})")
     return report

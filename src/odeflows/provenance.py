@@ -151,13 +151,15 @@ def code_version(stage: str, cfg: dict[str, Any] | None = None,
         raise ValueError(f"unknown stage {stage!r}; allowed values: {', '.join(order)}")
     later = [m for s in order[order.index(stage) + 1:] for m in STAGES[s]]
     roots = [*STAGES[stage], *extra_modules]
+    user = list(plugins) + list((cfg or {}).get("modules", []))
+    _load_plugins(user)  # their entries must be registered to be found, their files to be hashed
     if cfg is not None:
         roots += _entry_modules(stage, cfg)
     modules = module_closure(roots, stop=[*later, *_DRIVERS])
     digests = {m: _digest(_stat_key(_module_file(m))) for m in modules}  # type: ignore[arg-type]
     for rel in _STAGE_DATA.get(stage, ()):
         digests[f"odeflows/{rel}"] = _digest(_stat_key(_package_root() / rel))
-    for f in _plugin_files(list(plugins) + list((cfg or {}).get("modules", []))):
+    for f in _plugin_files(user):
         digests[str(f)] = _digest(_stat_key(Path(f)))
     version = sha256_text(json.dumps(digests, sort_keys=True))[:16]
     return {"version": version, "modules": digests}
@@ -180,6 +182,12 @@ def _entry_modules(stage: str, cfg: dict[str, Any]) -> list[str]:
         mods.append(get_model(cfg["model"], cfg["data"]["kind"]).module)
         mods.append(get_task(cfg["task"]).module)
     return [m for m in mods if m.startswith("odeflows.")]
+
+
+def _load_plugins(modules: Iterable[str]) -> None:
+    from odeflows import plugins
+
+    plugins.load(modules)
 
 
 def _plugin_files(modules: Iterable[str]) -> list[Path]:
