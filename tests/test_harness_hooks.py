@@ -36,6 +36,7 @@ def _edit(path: Path, fn) -> None:
 def test_dataset_models_restrict_the_matrix_per_dataset(tmp_path):
     cdir = _config(tmp_path)
     _edit(cdir / "experiments" / "anode_toy.yaml", lambda d: d["scales"]["smoke"].update(
+        datasets=["g1d", "spheres1d", "spheres2d"],
         dataset_models={"g1d": ["resnet"], "spheres2d": ["node", "anode"]}))
     p = plan({"scale": "smoke", "experiments": ["anode_toy"], "config_dir": str(cdir)})
     cells = {(s.dataset, s.model) for s in p.runs}
