@@ -254,3 +254,40 @@ def test_report_front_page_and_metrics_rows(tmp_path):
     assert "## Claim 3: reproduced" in (tmp_path / "claims.md").read_text()
     rows = write_metrics(tables, tmp_path / "metrics", result)
     assert (tmp_path / "metrics" / "claims" / "claim_03.json") in rows
+
+
+def test_training_length_ignores_fitted_baselines_and_follows_the_data_kind():
+    # a closed-form baseline trains 0 epochs: neither the qualifier nor the rule's "trained long
+    # enough" may read that as the flows' training length
+    flows = _runs("affjord_images", "digits8x8",
+                  {"ffjord": [2.1, 2.2], "affjord_concat": [2.0, 2.1],
+                   "pixel_histogram": [2.39, 2.39]}, "test_bpd", epochs=200)
+    flows["baseline"] = flows["model"] == "pixel_histogram"
+    flows.loc[flows["baseline"], "epochs_trained"] = 0
+    images = {"digits8x8": {"data": "images", "bits": 4, "native": "8×8", "image_size": None}}
+    ev = Evidence({"affjord_images": flows}, "laptop", {}, TRAINING, images)
+    assert qualifier(ev, CLAIMS.get("6")) == \
+        "on digits8x8 at 8×8, 4 bits; 200 of the paper's 500 epochs"
+    assert ev.short("affjord_images", flows) is None  # 200 ≥ a quarter of 500
+    # where the paper gives both units, images are measured in epochs and vectors in iterations
+    mixed = pd.concat([
+        _runs("primer_flows", "digits8x8", {"maf_xs": [7.0]}, "test_bpd", epochs=1, iterations=11),
+        _runs("primer_flows", "8gaussians", {"maf_xs": [3.0]}, "test_loss", epochs=2.5,
+              iterations=500)])
+    both = {**TRAINING, "primer_flows": {"epochs": 100, "iterations": 10000}}
+    ev = Evidence({"primer_flows": mixed}, "laptop", {}, both, images)
+    tested = qualifier(ev, CLAIMS.get("11"))
+    assert "1 of the paper's 100 epochs" in tested
+    assert "500 of the paper's 10000 iterations" in tested
+    assert "11 of the paper's" not in tested
+
+
+def test_a_claim_whose_experiment_this_scale_leaves_out_says_where_it_runs():
+    scales = {"workstation": {"rnode_images": {"seeds": 1, "epochs": 25, "iterations": None,
+                                               "datasets": ["digits8x8"]}}}
+    ev = Evidence({}, "laptop", {}, TRAINING, {}, scales)
+    c = CLAIMS.get("7")
+    assert c.check(ev)[0] == INCONCLUSIVE
+    (line,) = budget(ev, c)
+    assert "not run at this scale" in line
+    assert "`workstation` (rnode_images: 1 seeds, 25 epochs on digits8x8)" in line

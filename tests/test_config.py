@@ -215,18 +215,28 @@ def test_unknown_scale_experiment_and_workflow_key():
 def test_a_new_scale_is_configuration_only(tmp_path):
     cdir = _copy_config(tmp_path)
     _edit(cdir / "scales.yaml", lambda d: d.update(
-        workstation={"description": "between", "extends": "laptop"}))
+        desktop={"description": "between", "extends": "laptop"}))
     _edit(cdir / "experiments" / "anode_toy.yaml", lambda d: d["scales"].update(
-        workstation={"extends": "laptop", "seeds": 7}))
-    p = plan({"scale": "workstation", "experiments": ["anode_toy", "affjord_toy"],
+        desktop={"extends": "laptop", "seeds": 7}))
+    p = plan({"scale": "desktop", "experiments": ["anode_toy", "node_adjoint"],
               "config_dir": str(cdir)})
     seeds = {(s.experiment, s.dataset, s.model): s.seed for s in p.runs}
     assert max(v for k, v in seeds.items() if k[0] == "anode_toy") == 6
-    laptop = plan({"scale": "laptop", "experiments": ["affjord_toy"], "config_dir": str(cdir)})
-    # affjord_toy declares no workstation settings: it runs as at the scale workstation extends
-    assert len(p.runs_of("affjord_toy")) == len(laptop.runs)
-    cfg = p.configs[RunSpec("workstation", "anode_toy", "spheres2d", "node", 6)]
-    assert cfg["scale"] == "workstation" and cfg["train"]["epochs"] == 12  # laptop's override
+    laptop = plan({"scale": "laptop", "experiments": ["node_adjoint"], "config_dir": str(cdir)})
+    # node_adjoint declares no desktop settings: it runs as at the scale desktop extends
+    assert len(p.runs_of("node_adjoint")) == len(laptop.runs)
+    cfg = p.configs[RunSpec("desktop", "anode_toy", "g1d", "node", 6)]
+    assert cfg["scale"] == "desktop" and cfg["train"]["epochs"] == 50  # laptop's override
+
+
+def test_zero_seeds_leave_an_experiment_out_of_a_scale(tmp_path):
+    cdir = _copy_config(tmp_path)
+    _edit(cdir / "experiments" / "node_adjoint.yaml",
+          lambda d: d["scales"]["smoke"].update(seeds=0))
+    p = plan({"scale": "smoke", "experiments": ["anode_toy", "node_adjoint"],
+              "config_dir": str(cdir)})
+    assert p.experiments == ["anode_toy"] and not p.runs_of("node_adjoint")
+    assert p.runs_of("anode_toy")
 
 
 def test_config_hash_changes_only_with_the_run_config(tmp_path):

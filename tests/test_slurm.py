@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, SLURM_CONF
 
 pytestmark = pytest.mark.slow
 
@@ -44,13 +44,13 @@ def slurm_cluster():
             pytest.fail(f"CI must run the SLURM test, but {missing}", pytrace=False)
         pytest.skip(missing)
     start = subprocess.run(["bash", str(SLURM_SH), "start"], capture_output=True, text=True,
-                           timeout=180)
+                           timeout=180, env=_slurm_env())
     try:
         assert start.returncode == 0, start.stdout + start.stderr
         yield
     finally:
         stop = subprocess.run(["bash", str(SLURM_SH), "stop"], capture_output=True, text=True,
-                              timeout=120)
+                              timeout=120, env=_slurm_env())
         assert stop.returncode == 0, stop.stdout + stop.stderr
 
 
@@ -64,10 +64,20 @@ def _workflow_copy(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def _slurm_env() -> dict[str, str]:
+    """This process's environment with the session's SLURM configuration (conftest points every
+    other test at an empty one)."""
+    env = dict(os.environ)
+    env.pop("SLURM_CONF", None)
+    if SLURM_CONF is not None:
+        env["SLURM_CONF"] = SLURM_CONF
+    return env
+
+
 def _job_env() -> dict[str, str]:
     # sbatch exports the submitting environment (--export=ALL): with this virtualenv's bin first
     # on PATH, the jobs' shell commands find the same `odeflows` (and Python) as this process.
-    env = dict(os.environ)
+    env = _slurm_env()
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env.setdefault("MPLBACKEND", "Agg")
     return env
@@ -106,7 +116,8 @@ def test_smoke_workflow_through_slurm(slurm_cluster, tmp_path):
     # ... SLURM itself reports them completed (squeue keeps finished jobs for MinJobAge = 300 s;
     # the last ones ended moments ago) ...
     queue = subprocess.run(["squeue", "--states=all", "--noheader", "--format=%i|%T",
-                            "--name", run_id.group(1)], capture_output=True, text=True, timeout=30)
+                            "--name", run_id.group(1)], capture_output=True, text=True, timeout=30,
+                           env=_slurm_env())
     assert queue.returncode == 0, queue.stderr
     states = dict(line.split("|") for line in queue.stdout.split())
     assert states and set(states.values()) == {"COMPLETED"} and set(states) <= set(job_ids)

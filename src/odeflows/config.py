@@ -551,6 +551,9 @@ def plan(config: dict[str, Any]) -> Plan:
         if "seeds" not in sc:
             problems.append(f"{where}: scales.{scale}.seeds: missing (how many repeated runs)")
             continue
+        if int(sc["seeds"]) == 0:  # declared not to run at this scale
+            result.experiments.remove(exp_id)
+            continue
         for dataset in sc.get("datasets", exp["datasets"]):
             if dataset not in datasets:
                 continue  # reported by _check_names

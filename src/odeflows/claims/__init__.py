@@ -194,8 +194,16 @@ def paired_needs(ev: Evidence, experiment: str, better: str, worse: str, column:
     return need
 
 
+def trained(ok: pd.DataFrame) -> pd.DataFrame:
+    """The runs that trained: baselines fitted in closed form have no training length."""
+    if "baseline" not in ok:
+        return ok
+    return ok[~ok["baseline"].astype("boolean").fillna(False).astype(bool)]
+
+
 def epochs_run(ok: pd.DataFrame) -> int | None:
-    """Epochs actually trained (the fewest over the completed runs)."""
+    """Epochs actually trained (the fewest over the completed runs that trained)."""
+    ok = trained(ok)
     if "epochs_trained" in ok and ok["epochs_trained"].notna().any():
         return int(pd.to_numeric(ok["epochs_trained"], errors="coerce").min())
     return None
@@ -274,23 +282,58 @@ def qualifier(ev: Evidence, c: Claim) -> str:
                 bits = f"{info['bits']} bits" if info.get("bits") else ""
                 detail = ", ".join(x for x in (shape, bits) if x)
                 parts.append(f"{ds}" + (f" at {detail}" if detail else ""))
-        if not c.about_training:
-            continue
-        paper, done = ev.paper_length(exp, "epochs"), epochs_run(ok)
-        if paper and done is not None and done < paper:
-            parts.append(f"{done} of the paper's {paper} epochs")
-        its = ev.paper_length(exp, "iterations")
-        if its and "iterations" in ok and ok["iterations"].notna().any():
-            n = int(pd.to_numeric(ok["iterations"], errors="coerce").min())
-            if n < its:
-                parts.append(f"{n} of the paper's {its} iterations")
+        if c.about_training:
+            parts += _training_parts(ev, exp, ok)
     return "on " + "; ".join(dict.fromkeys(parts)) if parts else ""
+
+
+def _training_parts(ev: Evidence, experiment: str, ok: pd.DataFrame) -> list[str]:
+    """"N of the paper's M epochs/iterations" for the shortest training below the paper's. Runs
+    fitted in closed form (baselines) have no training length; where the paper gives both units
+    (the primer: epochs for images, iterations for vectors), each dataset is measured in the one
+    for its kind of data."""
+    ok = trained(ok)
+    epochs, its = ev.paper_length(experiment, "epochs"), ev.paper_length(experiment, "iterations")
+    short: dict[str, tuple[int, int]] = {}
+    for ds, rows in ok.groupby("dataset"):
+        unit = "epochs" if its is None or (epochs is not None and _is_images(ev, ds)) \
+            else "iterations"
+        paper = epochs if unit == "epochs" else its
+        if paper is None:
+            continue
+        done = epochs_run(rows) if unit == "epochs" else (
+            int(pd.to_numeric(rows["iterations"], errors="coerce").min())
+            if "iterations" in rows and rows["iterations"].notna().any() else None)
+        if done is not None and done < paper and (unit not in short or done < short[unit][0]):
+            short[unit] = (done, paper)
+    return [f"{done} of the paper's {paper} {unit}" for unit, (done, paper) in short.items()]
+
+
+def _runs_elsewhere(ev: Evidence, c: Claim) -> str:
+    """For a claim whose experiments this scale does not run: the configured scales that do."""
+    runs = []
+    for scale, exps in ev.scales.items():
+        for e in c.experiments:
+            if e in exps:
+                s = exps[e]
+                length = (f", {s['epochs']} epochs" if s.get("epochs")
+                          else f", {s['iterations']} iterations" if s.get("iterations") else "")
+                runs.append(f"`{scale}` ({e}: {s['seeds']} seeds{length} on "
+                            f"{', '.join(s['datasets'])})")
+    where = "; ".join(runs) if runs else "no configured scale"
+    return f"not run at this scale (its experiment file declares 0 seeds here); run by: {where}"
+
+
+def _is_images(ev: Evidence, dataset: str) -> bool:
+    return ev.datasets.get(dataset, {}).get("data") == "images"
 
 
 def budget(ev: Evidence, c: Claim) -> list[str]:
     """For a claim left inconclusive: the observed effect, the seeds and training its rule needs
     at that effect, what that costs at the step times measured here, and which configured scale
     provides it. The rule itself is the claim's, unchanged."""
+    if all(ev.get(e) is None for e in c.experiments):
+        return [_runs_elsewhere(ev, c)]
     need = c.needs(ev) if c.needs else None
     if need is None:
         return ["no budget estimate: the tables of this scale hold no effect to extrapolate from"]
@@ -390,10 +433,17 @@ def evidence(scale: str, tables_dir: str | Path, config_dir: str | Path = "confi
         gen = get_generator(entry.get("generator", name))
         if gen.data == "images":
             native = f"{gen.shape[1]}×{gen.shape[2]}" if gen.shape else ""
-            info[name] = {"bits": int(entry.get("bits", gen.bits or 8)), "native": native,
+            info[name] = {"data": gen.data, "bits": int(entry.get("bits", gen.bits or 8)),
+                          "native": native,
                           "image_size": (entry.get("params") or {}).get("image_size")}
     tables = load_tables(tables_dir)
-    scales = scale_settings(sorted(tables), config_dir) if budgets else {}
+    # every experiment of the config, not only those with tables here: a claim whose experiment
+    # this scale does not run still says which scale does
+    from odeflows.config import experiment_ids
+
+    ids = sorted(set(tables) | set(experiment_ids(config_dir))) \
+        if (Path(config_dir) / "experiments").is_dir() else sorted(tables)
+    scales = scale_settings(ids, config_dir) if budgets else {}
     return Evidence(tables, scale,
                     {d: e["substitute_for"] for d, e in datasets.items() if "substitute_for" in e},
                     training, info, scales)
