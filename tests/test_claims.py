@@ -290,4 +290,4 @@ def test_a_claim_whose_experiment_this_scale_leaves_out_says_where_it_runs():
     assert c.check(ev)[0] == INCONCLUSIVE
     (line,) = budget(ev, c)
     assert "not run at this scale" in line
-    assert "`workstation` (rnode_images: 1 seeds, 25 epochs on digits8x8)" in line
+    assert "`workstation` (rnode_images: 1 seed, 25 epochs on digits8x8)" in line

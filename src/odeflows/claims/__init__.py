@@ -318,7 +318,8 @@ def _runs_elsewhere(ev: Evidence, c: Claim) -> str:
                 s = exps[e]
                 length = (f", {s['epochs']} epochs" if s.get("epochs")
                           else f", {s['iterations']} iterations" if s.get("iterations") else "")
-                runs.append(f"`{scale}` ({e}: {s['seeds']} seeds{length} on "
+                seeds = f"{s['seeds']} seed" + ("s" if s["seeds"] != 1 else "")
+                runs.append(f"`{scale}` ({e}: {seeds}{length} on "
                             f"{', '.join(s['datasets'])})")
     where = "; ".join(runs) if runs else "no configured scale"
     return f"not run at this scale (its experiment file declares 0 seeds here); run by: {where}"
