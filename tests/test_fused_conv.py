@@ -72,8 +72,10 @@ def _random_net(c: int = 2, hidden: int = 5, hw: int = 4, spatial_maps: bool = T
 
 @pytest.mark.parametrize("act", fused_conv.ACTIVATIONS)
 @pytest.mark.parametrize("spatial_maps", [True, False], ids=["bias_maps", "plain_bias"])
-def test_gradcheck(act, spatial_maps):
-    x, e, weights, maps = _random_net(spatial_maps=spatial_maps)
+@pytest.mark.parametrize("c,hidden", [(2, 5), (6, 3)], ids=["wide", "narrow"])
+def test_gradcheck(act, spatial_maps, c, hidden):
+    # "narrow": hidden layers with fewer channels than the image (the primer's smallest rungs)
+    x, e, weights, maps = _random_net(c=c, hidden=hidden, spatial_maps=spatial_maps)
     L = len(weights)
     assert torch.autograd.gradcheck(
         lambda x, *p: fused_conv._ValueAndDivergence.apply(act, L, x, e, *p),

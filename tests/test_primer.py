@@ -259,7 +259,7 @@ def test_laptop_scale_decides_from_a_small_matrix():
     assert {m for d, m in cells if d == "gaussian2d"} == {"linear_1"}
     assert {m for d, m in cells if d == "8gaussians"} >= {"linear_1", "nsf_xs", "ffjord_xs",
                                                           "affjord_xs"}
-    assert {s.seed for s in p.runs} == {0, 1}
+    assert {s.seed for s in p.runs} == {0}  # claims 12-14 need no repeats; 11 stays inconclusive
     # every density of a continuous flow is evaluated with an adaptive solver
     for spec in p.runs:
         cfg = p.configs[spec]

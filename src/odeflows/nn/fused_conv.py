@@ -120,7 +120,9 @@ class _ValueAndDivergence(torch.autograd.Function):
         Hs, d1s = saved[0::2], saved[1::2]  # layer inputs; act' of the hidden layers
         B = Hs[0].shape[0] // 2
         e = Hs[0][B:]
-        gZ = torch.empty_like(Hs[-1][:, :weights[-1].shape[0]])
+        last_in = Hs[-1]  # the output has the last weight's channels, whatever the widths
+        gZ = torch.empty((last_in.shape[0], weights[-1].shape[0], *last_in.shape[2:]),
+                         dtype=last_in.dtype, device=last_in.device, memory_format=_CL)
         if gf is None:
             gZ[:B].zero_()
         else:
