@@ -11,6 +11,7 @@ import matplotlib.image as mpimg
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from odeflows.plots import Experiment, plot_experiment
 
@@ -115,6 +116,13 @@ def _profile_runs(rng: np.random.Generator) -> None:
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copytree(REPO / "config", tmp_path / "config")
+    # two seeds per toy experiment (the real smoke scale runs one): failed and missing seeds
+    # are drawn around the ones that completed
+    for experiment in EXPECTED:
+        path = tmp_path / "config" / "experiments" / f"{experiment}.yaml"
+        doc = yaml.safe_load(path.read_text())
+        doc["scales"][SCALE]["seeds"] = 2
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

@@ -17,8 +17,7 @@ import yaml
 
 from conftest import ROOT
 
-# one smoke run shared by the tests of this file: under pytest-xdist they stay on one worker
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("smoke_repo")]
+pytestmark = pytest.mark.slow
 
 PROJECT_FILES = ("Snakefile", "workflow", "config", "envs", "profiles", "src", "docs", "dvc.yaml",
                  ".dvc/config", ".dvcignore", ".gitignore", "results/.gitignore",
