@@ -76,6 +76,12 @@ class Need:
     direction: str = ""  # the verdict the observed effect points to
     note: str = ""
 
+    def settle(self, seeds: list[int | None], towards: list[bool]) -> None:
+        """Seeds the rule needs (the most over the compared pairs; None when any pair cannot
+        reach t ≥ 2) and the verdict every pair's effect points to."""
+        self.seeds = None if any(n is None for n in seeds) else max(seeds)
+        self.direction = REPRODUCED if all(towards) else NOT_REPRODUCED
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -186,8 +192,7 @@ def paired_needs(ev: Evidence, experiment: str, better: str, worse: str, column:
         towards.append(a_.mean() > b_.mean())
     if not need.effects:
         return None
-    need.seeds = None if any(n is None for n in seeds) else max(seeds)
-    need.direction = REPRODUCED if all(towards) else NOT_REPRODUCED
+    need.settle(seeds, towards)
     paper = ev.paper_length(experiment, "epochs")
     if ev.short(experiment, ok) and paper:
         need.epochs = math.ceil(0.25 * paper)

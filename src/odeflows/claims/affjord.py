@@ -40,8 +40,7 @@ def _toy_needs(ev: Evidence) -> Need | None:
             towards.append(f.mean() > a.mean())
     if not need.effects:
         return None
-    need.seeds = None if any(n is None for n in seeds) else max(seeds)
-    need.direction = REPRODUCED if all(towards) else NOT_REPRODUCED
+    need.settle(seeds, towards)
     if need.direction == NOT_REPRODUCED:
         need.iterations = ev.paper_length("affjord_toy", "iterations")
     return need
