@@ -38,6 +38,23 @@ BASE_REG = {
 }
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config.option, "loadscopereorder"):
+        # pytest-xdist would order test files by their number of tests; keep the order below
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Start the tests that take minutes (marked `long_running`) first, longest first: in
+    parallel runs the other workers then fill in around them instead of one worker starting the
+    smoke workflow after the rest of the suite. The sort is stable, so a file's tests keep their
+    order."""
+    def minutes(item: pytest.Item) -> float:
+        mark = item.get_closest_marker("long_running")
+        return mark.kwargs["minutes"] if mark else 0.0
+    items.sort(key=lambda item: -minutes(item))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _no_slurm_probe(tmp_path_factory):
     """Snakemake's SLURM executor plugin runs `scontrol show config` whenever Snakemake starts.

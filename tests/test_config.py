@@ -4,6 +4,8 @@ with the key path, the layer that set it and the closest known key; scales as co
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -354,3 +356,14 @@ def test_a_model_runs_on_the_datasets_it_takes():
     cells = {(s.dataset, s.model) for s in p.runs}
     assert ("mnist", "pixel_histogram") in cells and ("hash", "pixel_histogram") not in cells
     assert ("hash", "affjord") in cells and ("mnist", "affjord") in cells
+
+
+def test_matrix_piped_into_a_reader_that_stops_early():
+    """`odeflows matrix --scale paper | head -2`: the reader closing the pipe is no error."""
+    cmd = [sys.executable, "-m", "odeflows", "matrix", "--scale", "paper"]
+    with subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        first = proc.stdout.readline()
+        proc.stdout.close()  # as `head` does once it has its lines
+        stderr = proc.stderr.read().decode()
+        assert proc.wait(timeout=120) == 0, stderr
+    assert first.startswith(b"scale\texperiment") and "Traceback" not in stderr

@@ -88,6 +88,7 @@ def test_new_entries_validate_and_train_through_the_cli(project: Path):
 
 
 @pytest.mark.slow
+@pytest.mark.long_running(minutes=2.5)
 def test_new_experiment_runs_through_the_workflow(project: Path):
     out = _run(["snakemake", "--cores", "2", "--config", "scale=tiny",
                 "experiments=[blobs_vs_ffjord]"], project, timeout=1200)

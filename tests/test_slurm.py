@@ -19,13 +19,13 @@ import pytest
 
 from conftest import ROOT, SLURM_CONF
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long_running(minutes=5)]
 
 SLURM_SH = ROOT / "tests" / "cluster" / "slurm.sh"
 # every kind of job (prepare, train, evaluate, aggregate, plot, claims, parameters) through the
-# scheduler, on a toy and an image experiment: 16 SLURM jobs, the rest of the smoke scale runs in
-# test_workflow.py
-EXPERIMENTS = ("node_adjoint", "anode_images")
+# scheduler on one experiment: 9 SLURM jobs, each a Snakemake process and an odeflows process
+# inside the job (the rest of the smoke scale runs in test_workflow.py)
+EXPERIMENTS = ("node_adjoint",)
 
 
 def _slurm_missing() -> str | None:

@@ -17,7 +17,8 @@ import yaml
 
 from conftest import ROOT
 
-pytestmark = pytest.mark.slow
+# the shared smoke run is the longest thing in the suite: started first
+pytestmark = [pytest.mark.slow, pytest.mark.long_running(minutes=10)]
 
 PROJECT_FILES = ("Snakefile", "workflow", "config", "envs", "profiles", "src", "docs", "dvc.yaml",
                  ".dvc/config", ".dvcignore", ".gitignore", "results/.gitignore",

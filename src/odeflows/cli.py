@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -319,6 +320,11 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, UnknownName, PluginError) as err:
         print(f"odeflows: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader went away (`odeflows matrix | head`): not an error; keep Python's exit-time
+        # flush of stdout from raising again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
