@@ -18,6 +18,9 @@ rule train:
     benchmark:
         "logs/{scale}/benchmarks/train/{experiment}/{dataset}/{model}/seed{seed}.tsv"
     threads: 1
+    # longest runs first: a run's declared runtime (minutes) is its priority, so a long run does
+    # not start last and leave cores idle at the end (longest-processing-time-first scheduling)
+    priority: lambda w: scale_resources(w, "runtime", 30)
     resources:
         runtime=lambda w: scale_resources(w, "runtime", 30),
         mem_mb=lambda w: scale_resources(w, "mem_mb", 2000),
