@@ -88,6 +88,11 @@ def scale_resources(w, key, default):
     return run_resources(w.scale, w.experiment, w.dataset, CONFIG_DIR).get(key, default)
 
 
+def train_runtime(w):
+    """Minutes a training job may run (`sbatch -t`); also its priority: longest first."""
+    return scale_resources(w, "runtime", 30)
+
+
 def train_launcher(w):
     return launcher(run_resources(w.scale, w.experiment, w.dataset, CONFIG_DIR))
 

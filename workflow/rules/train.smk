@@ -20,9 +20,9 @@ rule train:
     threads: 1
     # longest runs first: a run's declared runtime (minutes) is its priority, so a long run does
     # not start last and leave cores idle at the end (longest-processing-time-first scheduling)
-    priority: lambda w: scale_resources(w, "runtime", 30)
+    priority: train_runtime
     resources:
-        runtime=lambda w: scale_resources(w, "runtime", 30),
+        runtime=train_runtime,
         mem_mb=lambda w: scale_resources(w, "mem_mb", 2000),
         gpu=lambda w: scale_resources(w, "gpu", 0),
     conda:
