@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.long_running(minutes=5)]
 
 SLURM_SH = ROOT / "tests" / "cluster" / "slurm.sh"
 # every kind of job (prepare, train, evaluate, aggregate, plot, claims and, for an image
-# experiment, parameters) through the scheduler on one experiment: 9 SLURM jobs, each a Snakemake
+# experiment, parameters) through the scheduler on one experiment: 10 SLURM jobs, each a Snakemake
 # process and an odeflows process inside the job (the rest of the smoke scale runs in
 # test_workflow.py)
 EXPERIMENTS = ("anode_images",)
