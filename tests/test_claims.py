@@ -113,6 +113,48 @@ def test_claim_4_affjord_toy():
     assert check(4, {"affjord_toy": noisy})[0] == INCONCLUSIVE
 
 
+def test_claim_4_counts_only_runs_whose_density_integrates_to_one():
+    # the workstation run of stop 15: FFJORD seed 1 scored −31.9 "nats" with a grid mass of
+    # 2·10¹⁶; such a run must not decide the claim either way
+    runs = _runs("affjord_toy", "hash", {"ffjord": [1.10, 1.12, -31.9, 1.13],
+                                         "affjord": [1.00, 1.01, 1.02, 1.00]},
+                 "best_val_loss", iterations=14000,
+                 grid_mass={"ffjord": [0.99, 1.01, 2.0e16, 1.0],
+                            "affjord": [1.0, 0.98, 1.02, 1.05]})
+    assert check(4, {"affjord_toy": runs.drop(columns="grid_mass")})[0] == NOT_REPRODUCED
+    verdict, ev = check(4, {"affjord_toy": runs})
+    assert verdict == REPRODUCED
+    assert any("excluded" in e and "ffjord hash seed 2 (2e+16)" in e for e in ev)
+    assert any("(n=3)" in e for e in ev)
+    # a model left with one valid run cannot be tested: inconclusive, saying why
+    broken = runs.assign(grid_mass=np.where(runs["model"] == "affjord",
+                                            [0.0] * 4 + [1.0, 27.0, 3e4, 1.2],
+                                            runs["grid_mass"]))
+    verdict, ev = check(4, {"affjord_toy": broken})
+    assert verdict == INCONCLUSIVE
+    assert any("hash: 3 FFJORD and 1 AFFJORD runs with a valid density" in e for e in ev)
+    # a grid mass below one is no defect (mass may lie outside the grid), and the limit leaves
+    # the Riemann sum's error: every run counts, the −31.9 among them
+    low = runs.assign(grid_mass=np.where(runs["grid_mass"] > 2, 1.09, 0.4))
+    verdict, ev = check(4, {"affjord_toy": low})
+    assert verdict == NOT_REPRODUCED and not any("excluded" in e for e in ev)
+
+
+def test_a_solver_coarser_than_the_papers_is_named_as_a_substitute():
+    runs = _runs("affjord_toy", "hash", {"ffjord": [1.1, 1.2], "affjord": [1.0, 1.05]},
+                 "best_val_loss", iterations=14000, solver_method="rk4",
+                 solver_steps={"ffjord": [20, 20], "affjord": [20, 10]})
+    paper = {**TRAINING, "affjord_toy": {"iterations": 14000,
+                                         "solver": {"method": "rk4", "steps": 40}}}
+    ev = Evidence({"affjord_toy": runs}, "workstation", {}, paper)
+    assert qualifier(ev, CLAIMS.get("4")) == "on RK4 with 10 of the paper's 40 steps"
+    ev = Evidence({"affjord_toy": runs.assign(solver_steps=40)}, "paper", {}, paper)
+    assert qualifier(ev, CLAIMS.get("4")) == ""
+    ev = Evidence({"affjord_toy": runs.assign(solver_method="dopri5", solver_steps=None)},
+                  "laptop", {}, paper)
+    assert qualifier(ev, CLAIMS.get("4")) == "on trained with dopri5 (the paper: rk4)"
+
+
 def test_claims_5_and_6_affjord_images():
     bpd = _runs("affjord_images", "mnist", {"ffjord": [0.99, 0.98, 1.0],
                                             "affjord": [0.95, 0.94, 0.955],

@@ -109,6 +109,7 @@ def run_rows(run_dirs: Iterable[str | Path], tasks: Mapping[str, Task] | None = 
         if task is not None:
             row.update(task.run_columns(ev))
         row["baseline"] = _is_baseline(run)
+        row.update(solver_columns(cfg))
         row.update(epoch_stats(run.metrics()))
         if isinstance(row.get("train_wall_seconds"), (int, float)):
             row["train_hours"] = row["train_wall_seconds"] / 3600
@@ -119,6 +120,15 @@ def run_rows(run_dirs: Iterable[str | Path], tasks: Mapping[str, Task] | None = 
                                          "git_dirty", "data_sha256", "device")})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def solver_columns(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The training solver of a run (method, and the step count of a fixed-grid one): claims
+    name a solver coarser than the paper's as a substitute."""
+    solver = cfg.get("solver") or {}
+    if not solver.get("method"):
+        return {}
+    return {"solver_method": solver["method"], "solver_steps": solver.get("steps")}
 
 
 def _is_baseline(run: RunDir) -> bool:

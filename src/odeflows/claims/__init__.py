@@ -52,6 +52,10 @@ class Evidence:
         value = self.paper_training.get(experiment, {}).get(unit)
         return None if value is None else int(value)
 
+    def paper_solver(self, experiment: str) -> dict[str, Any]:
+        """The paper's training solver of ``experiment`` (``method``, ``steps``), if stated."""
+        return dict(self.paper_training.get(experiment, {}).get("solver") or {})
+
     def short(self, experiment: str, ok: pd.DataFrame) -> str | None:
         """A reason to call a verdict inconclusive because training was under a quarter of the
         paper's, or None."""
@@ -214,6 +218,29 @@ def epochs_run(ok: pd.DataFrame) -> int | None:
     return None
 
 
+# A density cannot put more than its whole mass on part of the plane; the 10 % allow for the
+# evaluation grid's Riemann-sum error (converged runs measure 0.98-1.01 on it).
+GRID_MASS_MAX = 1.1
+
+
+def valid_densities(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The completed runs whose model is a density: a fixed-grid solver can learn a field whose
+    integrated-trace log-likelihood is not the log of a density (it integrates to far more than
+    1), and such a run's NLL is no evidence. Runs without a grid (not 2-D) are kept. Returns the
+    valid runs and a line naming the excluded ones."""
+    ok = completed(runs)
+    if "grid_mass" not in ok:
+        return ok, []
+    mass = pd.to_numeric(ok["grid_mass"], errors="coerce")
+    bad = ok[(mass.isna() & ok["grid_mass"].notna()) | (mass > GRID_MASS_MAX)]
+    if bad.empty:
+        return ok, []
+    names = ", ".join(f"{r.model} {r.dataset} seed {r.seed} ({float(r.grid_mass):.3g})"
+                      for r in bad.itertuples())
+    return ok.drop(bad.index), [f"excluded, density integrates to more than {GRID_MASS_MAX} on "
+                                f"the evaluation grid (not a density): {names}"]
+
+
 def compare(a: np.ndarray, b: np.ndarray) -> str:
     sa = a.std(ddof=1) if len(a) > 1 else float("nan")
     sb = b.std(ddof=1) if len(b) > 1 else float("nan")
@@ -289,7 +316,26 @@ def qualifier(ev: Evidence, c: Claim) -> str:
                 parts.append(f"{ds}" + (f" at {detail}" if detail else ""))
         if c.about_training:
             parts += _training_parts(ev, exp, ok)
+        parts += _solver_parts(ev, exp, ok)
     return "on " + "; ".join(dict.fromkeys(parts)) if parts else ""
+
+
+def _solver_parts(ev: Evidence, experiment: str, ok: pd.DataFrame) -> list[str]:
+    """"RK4 with N of the paper's M steps" when a run trained on a coarser fixed grid than the
+    paper's, or with another solver than the paper's."""
+    paper = ev.paper_solver(experiment)
+    if not paper or "solver_method" not in ok or ok["solver_method"].isna().all():
+        return []
+    ok = trained(ok)
+    method = paper["method"]
+    other = sorted(set(ok["solver_method"].dropna()) - {method})
+    if other:
+        return [f"trained with {', '.join(other)} (the paper: {method})"]
+    steps = pd.to_numeric(ok["solver_steps"], errors="coerce").dropna() \
+        if "solver_steps" in ok else pd.Series(dtype=float)
+    if paper.get("steps") and len(steps) and steps.min() < paper["steps"]:
+        return [f"{method.upper()} with {int(steps.min())} of the paper's {paper['steps']} steps"]
+    return []
 
 
 def _training_parts(ev: Evidence, experiment: str, ok: pd.DataFrame) -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from odeflows.claims import (
+    GRID_MASS_MAX,
     INCONCLUSIVE,
     NOT_REPRODUCED,
     REPRODUCED,
@@ -20,6 +21,7 @@ from odeflows.claims import (
     paired_claim,
     paired_needs,
     seeds_for_t,
+    valid_densities,
     welch_t,
 )
 
@@ -31,7 +33,13 @@ def _toy_needs(ev: Evidence) -> Need | None:
     if runs is None:
         return None
     need, seeds, towards = Need("affjord_toy", models=("ffjord", "affjord")), [], []
-    for ds, grp in completed(runs).groupby("dataset"):
+    valid, excluded = valid_densities(runs)
+    if excluded:
+        need.note = (f"runs whose density is one: {len(completed(runs)) - len(valid)} of "
+                     f"{len(completed(runs))} here integrate to more than {GRID_MASS_MAX} on the "
+                     "grid, a sign that the training solver's grid is too coarse for the field "
+                     "learned (the paper: RK4 with 40 steps)")
+    for ds, grp in valid.groupby("dataset"):
         f = grp[grp["model"] == "ffjord"]["best_val_loss"].to_numpy(float)
         a = grp[grp["model"] == "affjord"]["best_val_loss"].to_numpy(float)
         if len(f) and len(a):
@@ -51,28 +59,34 @@ def _toy_needs(ev: Evidence) -> Need | None:
        "Welch t of best validation NLL (FFJORD − AFFJORD) per dataset: reproduced when t > 2 on "
        "every dataset; with fewer iterations than the paper's budget otherwise inconclusive (the "
        "claim is about the loss reached after training); at the paper's budget not reproduced "
-       "when t < −2 on any dataset or t ≤ 0 on all", needs=_toy_needs)
+       "when t < −2 on any dataset or t ≤ 0 on all. Only runs whose density integrates to at "
+       f"most {GRID_MASS_MAX} on the evaluation grid count (an NLL of a non-density is no "
+       "evidence); inconclusive with fewer than two such runs per model on a dataset",
+       needs=_toy_needs)
 def claim_4(ev: Evidence) -> Verdict:
     runs = ev.get("affjord_toy")
     if runs is None:
         return INCONCLUSIVE, ["affjord_toy was not run at this scale"]
-    ok = completed(runs)
-    ts, lines = [], []
+    ok, lines = valid_densities(runs)
+    ts, few = [], []
     for ds, grp in ok.groupby("dataset"):
         f = grp[grp["model"] == "ffjord"]["best_val_loss"].to_numpy(float)
         a = grp[grp["model"] == "affjord"]["best_val_loss"].to_numpy(float)
-        if len(f) == 0 or len(a) == 0:
+        if len(f) < 2 or len(a) < 2:
+            few.append(f"{ds}: {len(f)} FFJORD and {len(a)} AFFJORD runs with a valid density")
             continue
         t = welch_t(f, a)
-        sd = f.std(ddof=1) if len(f) > 1 else float("nan")
-        gap = (f.mean() - a.mean()) / sd if sd and sd > 0 else float("nan")
+        sd = f.std(ddof=1)
+        gap = (f.mean() - a.mean()) / sd if sd > 0 else float("nan")
         ts.append(t)
         lines.append(f"{ds}: best validation NLL FFJORD {f.mean():.4f} ± {sd:.4f} (n={len(f)}), "
-                     f"AFFJORD {a.mean():.4f} ± "
-                     f"{a.std(ddof=1) if len(a) > 1 else float('nan'):.4f} (n={len(a)}); AFFJORD "
+                     f"AFFJORD {a.mean():.4f} ± {a.std(ddof=1):.4f} (n={len(a)}); AFFJORD "
                      f"lower by {gap:.2f} FFJORD std; Welch t = {t:.2f}")
+    if few:
+        return INCONCLUSIVE, lines + few + ["at least two runs per model with a valid density "
+                                            "are needed on every dataset"]
     if not ts:
-        return INCONCLUSIVE, ["ffjord and affjord runs are needed"]
+        return INCONCLUSIVE, lines + ["ffjord and affjord runs are needed"]
     iters = int(pd.to_numeric(ok.get("iterations"), errors="coerce").min()) \
         if "iterations" in ok else 0
     paper = ev.paper_length("affjord_toy", "iterations") or 0
