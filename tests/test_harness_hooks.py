@@ -109,10 +109,12 @@ def test_figure_modules_stay_out_of_training_code_versions():
 
 
 # -- columns and families in the tables ---------------------------------------------------------
-def _run(root: Path, model: str, base: str, seed: int, **ev) -> Path:
+def _run(root: Path, model: str, base: str, seed: int, solver: dict | None = None, **ev
+         ) -> Path:
     path = root / "primer_flows" / "8gaussians" / model / f"seed{seed}"
     path.mkdir(parents=True)
-    (path / "config.json").write_text(json.dumps({"model": base, "task": "density"}))
+    (path / "config.json").write_text(json.dumps({"model": base, "task": "density",
+                                                  **({"solver": solver} if solver else {})}))
     (path / "eval.json").write_text(json.dumps({"status": "completed", **ev}))
     return path
 
@@ -122,8 +124,13 @@ def test_extra_columns_and_families_reach_the_table(tmp_path):
                  sample_passes=4) for s in (0, 1)]
     dirs += [_run(tmp_path, "ffjord", "ffjord", 0, test_loss=2.0, density_passes=20,
                   sample_passes=22)]
+    dirs += [_run(tmp_path, "ffjord_rk4", "ffjord", 0, {"method": "rk4", "steps": 20},
+                  test_loss=2.1)]
     runs = run_rows(dirs)
-    assert list(runs["base_model"]) == ["realnvp", "realnvp", "ffjord"]
+    assert list(runs["base_model"]) == ["realnvp", "realnvp", "ffjord", "ffjord"]
+    # the training solver, for the claims' "coarser than the paper's" label
+    assert runs["solver_method"].iloc[3] == "rk4" and runs["solver_steps"].iloc[3] == 20
+    assert runs[["solver_method", "solver_steps"]].iloc[:3].isna().all().all()
     density = get_task("density")
     task = TableTask([density], {"density_passes": "passes: log p", "sample_passes": "passes: "
                                                                                     "sample"})
