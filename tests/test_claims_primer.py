@@ -208,3 +208,18 @@ def test_claim_14_needs_both_kinds_of_set():
     frame = _linear([2.430, 2.431], 2.430, [4.240, 4.241])
     verdict, lines = check(14, frame[frame["dataset"] == "gaussian2d"])
     assert verdict == INCONCLUSIVE and any("without a known entropy" in e for e in lines)
+
+
+def test_claims_11_and_14_leave_out_runs_that_are_not_densities():
+    # a linear flow "better than any Gaussian" whose density integrates to 40 on the grid is a
+    # defect of the run, not a finding against claim 14: without a valid run on the multimodal
+    # set the claim cannot be judged
+    frame = _linear([2.430, 2.431], 2.430, [3.60, 3.61])
+    mass = frame["dataset"].map({"gaussian2d": 1.0, "8gaussians": 40.0})
+    assert check(14, frame)[0] == NOT_REPRODUCED
+    verdict, lines = check(14, frame.assign(grid_mass=mass))
+    assert verdict == INCONCLUSIVE, lines
+    assert any("excluded" in e and "linear_1 8gaussians seed 1 (40)" in e for e in lines)
+    assert check(14, frame.assign(grid_mass=mass.clip(upper=1.05)))[0] == NOT_REPRODUCED
+    for number in (11, 14):
+        assert "integrates to at most 1.1" in CLAIMS.get(str(number)).rule

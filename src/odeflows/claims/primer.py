@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from odeflows.claims import (
+    GRID_MASS_MAX,
     INCONCLUSIVE,
     NOT_REPRODUCED,
     REPRODUCED,
@@ -25,6 +26,7 @@ from odeflows.claims import (
     Verdict,
     claim,
     completed,
+    valid_densities,
     welch_t,
 )
 
@@ -38,14 +40,21 @@ AUTOREGRESSIVE, INVERSE_AR = "autoregressive", "inverse_autoregressive"
 SYMMETRIC = ("coupling", CONTINUOUS)
 
 
-def _runs(ev: Evidence) -> tuple[pd.DataFrame | None, list[str]]:
+def _runs(ev: Evidence, densities: bool = False) -> tuple[pd.DataFrame | None, list[str]]:
+    """The completed runs; with ``densities``, only those whose 2-D density integrates to one
+    (claims that compare NLLs: the NLL of a non-density is no evidence)."""
     runs = ev.get(EXPERIMENT)
     if runs is None:
         return None, [f"{EXPERIMENT} was not run at this scale"]
-    ok = completed(runs)
+    ok, lines = valid_densities(runs) if densities else (completed(runs), [])
     if "base_model" not in ok:
         ok = ok.assign(base_model=ok["model"])
-    return ok, []
+    return ok, lines
+
+
+# the sentence claims 11 and 14 add to their rules
+VALID_DENSITY = (f"On 2-D sets only runs whose density integrates to at most {GRID_MASS_MAX} on "
+                 "the evaluation grid count.")
 
 
 def _num(frame: pd.DataFrame, column: str) -> pd.Series:
@@ -120,9 +129,9 @@ def _beats(a: list[Rung], b: list[Rung]) -> list[str]:
        "family run beside them on every dataset; not reproduced when they are behind one, "
        "unless the runs trained less than the reference protocol (FFJORD's train_toy.py: "
        "10,000 iterations; images: 100 epochs), which makes that inconclusive (an undertrained "
-       "ladder cannot show what a family reaches); else inconclusive")
+       "ladder cannot show what a family reaches); else inconclusive. " + VALID_DENSITY)
 def claim_11(ev: Evidence) -> Verdict:
-    ok, lines = _runs(ev)
+    ok, lines = _runs(ev, densities=True)
     if ok is None:
         return INCONCLUSIVE, lines
     ahead, behind, open_ = [], [], []
@@ -342,9 +351,9 @@ def claim_13(ev: Evidence) -> Verdict:
        "(both kinds judged); not reproduced when NLL < NLL_Gauss − 2s on some set (better than "
        "any Gaussian), or |NLL − H| > 2s on the Gaussian set although the flow matches its "
        "Gaussian fit there (|NLL − NLL_Gauss| ≤ 2s: it converged); else inconclusive (e.g. the "
-       "flow has not reached its Gaussian fit)")
+       "flow has not reached its Gaussian fit). " + VALID_DENSITY)
 def claim_14(ev: Evidence) -> Verdict:
-    ok, lines = _runs(ev)
+    ok, lines = _runs(ev, densities=True)
     if ok is None:
         return INCONCLUSIVE, lines
     linear = ok[(ok["base_model"] == "linear") & _num(ok, "test_bpd").isna()]
