@@ -5,6 +5,7 @@ iterations. The whole scale (about 2 hours on 2 cores) is run by hand, not here.
 from __future__ import annotations
 
 import copy
+import re
 
 import numpy as np
 import pytest
@@ -29,6 +30,19 @@ def test_dry_run_schedules_the_planned_runs(tmp_path):
     assert counts["train"] == counts["evaluate"] == len(PLAN.runs)
     # what the default scale leaves out (0 seeds there) runs here
     assert {"rnode_images", "rnode_ablation"} <= set(PLAN.experiments)
+    # longest first: the hour-long image flows outrank the other runs, and the data they read
+    # outranks them (Snakemake does not pass priorities on to the jobs a job waits for)
+    jobs = re.findall(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    wildcards: (.*)\n"
+                      r"(?:    .*\n)*?    priority: (\d+)", dry.stdout, flags=re.M)
+    prio = {(rule, wildcards): int(p) for rule, wildcards, p in jobs}
+    train = {w: p for (r, w), p in prio.items() if r == "train"}
+    prepare = {w.split("dataset=")[1]: p for (r, w), p in prio.items() if r == "prepare_data"}
+    assert len(train) == len(PLAN.runs) and len(prepare) == len({s.dataset for s in PLAN.runs})
+    long_runs = {w for w, p in train.items() if p == max(train.values())}
+    assert long_runs and all("affjord_images" in w for w in long_runs)
+    assert prepare["digits8x8"] > max(train.values())
+    assert all(p > max(q for w, q in train.items() if f"dataset={ds}," in w)
+               for ds, p in prepare.items())
 
 
 def test_one_image_flow_job_at_its_settings(tmp_path):

@@ -93,6 +93,16 @@ def train_runtime(w):
     return scale_resources(w, "runtime", 30)
 
 
+def prepare_priority(w):
+    """Above every training job that reads the dataset. Snakemake does not pass a job's priority
+    on to the jobs it waits for: with the default 0, a long run whose data is not yet prepared
+    waits behind every shorter run whose data is (the first workstation run with priorities
+    prepared digits8x8 35 minutes in)."""
+    return 1 + max((run_resources(s.scale, s.experiment, s.dataset, CONFIG_DIR).get("runtime", 30)
+                    for s in PLAN.runs if s.scale == w.scale and s.dataset == w.dataset),
+                   default=0)
+
+
 def train_launcher(w):
     return launcher(run_resources(w.scale, w.experiment, w.dataset, CONFIG_DIR))
 

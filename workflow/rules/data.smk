@@ -11,6 +11,8 @@ rule prepare_data:
         modules=ALL_MODULES,
     log:
         "logs/{scale}/prepare/{dataset}.log",
+    # prepared data first: it unblocks the training jobs, the longest of them first
+    priority: prepare_priority
     conda:
         "../../envs/odeflows.yaml"
     shell:
