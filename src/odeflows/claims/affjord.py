@@ -35,10 +35,12 @@ def _toy_needs(ev: Evidence) -> Need | None:
     need, seeds, towards = Need("affjord_toy", models=("ffjord", "affjord")), [], []
     valid, excluded = valid_densities(runs)
     if excluded:
+        paper = ev.paper_solver("affjord_toy")
         need.note = (f"runs whose density is one: {len(completed(runs)) - len(valid)} of "
                      f"{len(completed(runs))} here integrate to more than {GRID_MASS_MAX} on the "
                      "grid, a sign that the training solver's grid is too coarse for the field "
-                     "learned (the paper: RK4 with 40 steps)")
+                     "learned" + (f" (the paper: {paper['method'].upper()} with "
+                                  f"{paper['steps']} steps)" if paper.get("steps") else ""))
     for ds, grp in valid.groupby("dataset"):
         f = grp[grp["model"] == "ffjord"]["best_val_loss"].to_numpy(float)
         a = grp[grp["model"] == "affjord"]["best_val_loss"].to_numpy(float)
