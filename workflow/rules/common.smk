@@ -98,9 +98,9 @@ def prepare_priority(w):
     on to the jobs it waits for: with the default 0, a long run whose data is not yet prepared
     waits behind every shorter run whose data is (the first workstation run with priorities
     prepared digits8x8 35 minutes in)."""
-    return 1 + max((run_resources(s.scale, s.experiment, s.dataset, CONFIG_DIR).get("runtime", 30)
-                    for s in PLAN.runs if s.scale == w.scale and s.dataset == w.dataset),
-                   default=0)
+    # a RunSpec has the wildcards train_runtime reads (scale, experiment, dataset)
+    return 1 + max((train_runtime(s) for s in PLAN.runs
+                    if s.scale == w.scale and s.dataset == w.dataset), default=0)
 
 
 def train_launcher(w):
