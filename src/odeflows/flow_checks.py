@@ -25,22 +25,6 @@ from torch import nn
 
 from odeflows.ode import Solver, count_nfe, reset_nfe
 
-# -- options a density task offers (JSON-schema fragments with defaults) -------------------------
-EVAL_OPTIONS: dict[str, dict[str, Any]] = {
-    "cost_batch": {"type": "integer", "minimum": 0, "default": 0,
-                   "description": "points for the cost of log p vs sampling (0: not measured)"},
-    "cost_repeats": {"type": "integer", "minimum": 1, "default": 3,
-                     "description": "timed repeats of each direction (the fastest counts)"},
-    "roundtrip_batch": {"type": "integer", "minimum": 0, "default": 0,
-                        "description": "test points for the x → z → x error (0: not measured)"},
-    "roundtrip_tolerances": {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0},
-                             "default": [1.0e-3, 1.0e-5, 1.0e-7, 1.0e-9],
-                             "description": "rtol = atol of the adaptive solver for the round "
-                                            "trip of a model with an eval_solver"},
-    "roundtrip_method": {"enum": ["dopri5", "dopri8", "bosh3", "adaptive_heun", "tsit5"],
-                         "default": "dopri5"},
-}
-
 
 def structure(model: nn.Module) -> str | None:
     """The flow's structure as it declares it (``coupling``, ``autoregressive``, …), or
@@ -154,9 +138,9 @@ def round_trip(model: nn.Module, x: torch.Tensor, generator: torch.Generator,
 
 def flow_evidence(model: nn.Module, x: torch.Tensor, ecfg: dict[str, Any],
                   generator: torch.Generator, run: Any) -> dict[str, Any]:
-    """Everything above that a density task's options (``EVAL_OPTIONS``) ask for, on the first
-    points of the test batch ``x`` (already in the model's input space); arrays go to
-    ``roundtrip.npz`` in the run directory."""
+    """Everything above that a density task's options (``odeflows.tasks.FLOW_EVAL_OPTIONS``)
+    ask for, on the first points of the test batch ``x`` (already in the model's input space);
+    arrays go to ``roundtrip.npz`` in the run directory."""
     _, effective = parameters(model)
     out: dict[str, Any] = {"data_dim": math.prod(x.shape[1:]), "effective_parameters": effective,
                            "flow_structure": structure(model)}

@@ -179,7 +179,8 @@ def _entry_modules(stage: str, cfg: dict[str, Any]) -> list[str]:
         from odeflows.models import get_model
         from odeflows.tasks import get_task
 
-        mods.append(get_model(cfg["model"], cfg["data"]["kind"]).module)
+        entry = get_model(cfg["model"], cfg["data"]["kind"])
+        mods.extend(m for m in (entry.module, entry.declared_in) if m)
         mods.append(get_task(cfg["task"]).module)
     return [m for m in mods if m.startswith("odeflows.")]
 

@@ -3,8 +3,9 @@
 A registry maps a name to an entry that declares the facts the harness needs; the harness asks
 the entry, never tests the name. Built-in entries register themselves when their module is
 imported: :meth:`Registry.discover` imports every module of a package (so dropping a module into
-``odeflows/models/`` is all it takes), and :func:`odeflows.plugins.load` imports a user's own
-modules named in the configuration.
+``odeflows/models/entries/`` is all it takes), and :func:`odeflows.plugins.load` imports a
+user's own modules named in the configuration. Built-in model entries name their builders with
+:class:`Deferred`, so what they are is known without importing torch.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import difflib
 import importlib
 import pkgutil
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -22,6 +23,39 @@ def suggest(name: str, choices: list[str] | tuple[str, ...] | set[str]) -> str:
     """`` (did you mean 'x'?)`` when a close match exists, else an empty string."""
     close = difflib.get_close_matches(str(name), sorted(map(str, choices)), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class Deferred:
+    """A function named ``"package.module:name"`` and imported on its first call, with leading
+    arguments bound (like :func:`functools.partial`).
+
+    Built-in entries declare their builders this way so that what an entry *is* (its kinds,
+    options, traits) is known without importing its implementation: planning the workflow,
+    validating configurations, tables and claims then run without importing torch, which costs
+    each such process seconds."""
+
+    __slots__ = ("target", "args", "_fn")
+
+    def __init__(self, target: str, *args: Any) -> None:
+        module, sep, name = target.partition(":")
+        if not (module and sep and name):
+            raise ValueError(f"{target!r} is not 'package.module:name'")
+        self.target = target
+        self.args = args
+        self._fn: Callable[..., Any] | None = None
+
+    def resolve(self) -> Callable[..., Any]:
+        if self._fn is None:
+            module, _, name = self.target.partition(":")
+            self._fn = getattr(importlib.import_module(module), name)
+        return self._fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.resolve()(*self.args, *args, **kwargs)
+
+    def __repr__(self) -> str:
+        bound = "".join(f", {a!r}" for a in self.args)
+        return f"Deferred({self.target!r}{bound})"
 
 
 class UnknownName(KeyError):

@@ -7,21 +7,25 @@ schema fragments with their defaults; anything else in the configuration is an e
 to build it. Evaluation, tables, figures, the audit and the parameter table read these facts,
 never the model's name.
 
-Built-in entries live in the modules of this package (``classifiers``, ``conv_classifiers``,
-``cnf``, ``odenvp``, …), which are imported on first use; a user's own module registers more
-with :func:`register_model` and is named in the configuration (``modules:``).
+Built-in entries are declared in :mod:`odeflows.models.entries` (one module per implementation
+module of this package: ``classifiers``, ``conv_classifiers``, ``cnf``, ``odenvp``, …), imported
+on first use; their builders are :class:`~odeflows.registry.Deferred`, so knowing the entries
+does not import torch — only building a model does. A user's own module registers more with
+:func:`register_model` (with plain functions) and is named in the configuration (``modules:``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
-
-from odeflows.ode import Solver
 from odeflows.registry import Registry
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from odeflows.ode import Solver
 
 KINDS = ("density", "classifier", "regressor")
 DATA_KINDS = ("vectors", "images")
@@ -78,7 +82,10 @@ class ModelEntry:
     label: str = ""
     color: str | None = None
     description: str = ""
+    #: the module that implements it (its code is what a run's results depend on)
     module: str = ""
+    #: the module that declares it, where that is another one (the built-in entries)
+    declared_in: str = ""
 
     def __post_init__(self) -> None:
         if self.data not in DATA_KINDS:
@@ -95,7 +102,7 @@ class ModelEntry:
         return {k: s["default"] for k, s in self.options.items() if "default" in s}
 
 
-MODELS: Registry[ModelEntry] = Registry("model", packages=("odeflows.models",))
+MODELS: Registry[ModelEntry] = Registry("model", packages=("odeflows.models.entries",))
 
 
 def register_model(entry: ModelEntry) -> ModelEntry:
@@ -128,6 +135,8 @@ def build_model(cfg: dict[str, Any], shape: int | Sequence[int], out_dim: int = 
     """Instantiate the entry of a resolved run config (``model``, ``model_cfg``, ``solver``,
     ``eval_solver``) for inputs of ``shape`` (an int or ``(D,)`` for vectors, ``(C, H, W)`` for
     images)."""
+    from odeflows.ode import Solver
+
     shape = (shape,) if isinstance(shape, int) else tuple(int(s) for s in shape)
     if len(shape) not in (1, 3):
         raise ValueError(f"inputs of shape {shape} are neither vectors nor (C, H, W) images")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from odeflows.models import BuildContext
 from odeflows.nn.layers import NONLINEARITIES
 from odeflows.ode import CountedField, Solver, solve
 
@@ -108,43 +109,15 @@ class ODENet(nn.Module):
         return self.readout(self.features(x))
 
 
-# -- registry entries ---------------------------------------------------------------------------
-def _register() -> None:
-    from odeflows.models import BuildContext, ModelEntry, register_model
-
-    common = {
-        "hidden": {"type": "integer", "minimum": 1, "default": 32},
-        "nonlinearity": {"enum": list(NONLINEARITIES), "default": "relu"},
-        "readout": {"enum": ["linear", "project"], "default": "linear",
-                    "description": "project: the output is the first coordinates of the flow"},
-    }
-    node = {**common, "time_dependent": {"type": "boolean", "default": True}}
-    anode = {**node, "augment_dim": {"type": "integer", "minimum": 1, "default": 5,
-                                     "description": "p zero dimensions appended (ANODE §5)"}}
-    resnet = {**common, "blocks": {"type": "integer", "minimum": 1, "default": 5},
-              "final_activation": {"type": "boolean", "default": True}}
-
-    def build_resnet(o: dict, ctx: BuildContext) -> ResNetMLP:
-        return ResNetMLP(ctx.shape[0], ctx.out_dim, hidden=o["hidden"], blocks=o["blocks"],
-                         nonlinearity=o["nonlinearity"], readout=o["readout"],
-                         final_activation=o["final_activation"])
-
-    def build_node(o: dict, ctx: BuildContext) -> ODENet:
-        return ODENet(ctx.shape[0], ctx.out_dim, solver=ctx.solver, eval_solver=ctx.eval_solver,
-                      hidden=o["hidden"], augment_dim=o.get("augment_dim", 0),
-                      time_dependent=o["time_dependent"], nonlinearity=o["nonlinearity"],
-                      readout=o["readout"])
-
-    predictor = frozenset({"classifier", "regressor"})
-    register_model(ModelEntry("resnet", "vectors", predictor, build_resnet, resnet,
-                              label="ResNet", color="0.45", module=__name__,
-                              description="discrete residual MLP (ANODE's baseline)"))
-    register_model(ModelEntry("node", "vectors", predictor, build_node, node, label="NODE",
-                              color="tab:blue", module=__name__,
-                              description="Neural ODE block + readout"))
-    register_model(ModelEntry("anode", "vectors", predictor, build_node, anode, label="ANODE",
-                              color="tab:orange", module=__name__,
-                              description="NODE on [x; 0_p] (augmented)"))
+# -- builders of the entries declared in odeflows.models.entries.classifiers ---------------------
+def build_resnet(o: dict, ctx: BuildContext) -> ResNetMLP:
+    return ResNetMLP(ctx.shape[0], ctx.out_dim, hidden=o["hidden"], blocks=o["blocks"],
+                     nonlinearity=o["nonlinearity"], readout=o["readout"],
+                     final_activation=o["final_activation"])
 
 
-_register()
+def build_node(o: dict, ctx: BuildContext) -> ODENet:
+    return ODENet(ctx.shape[0], ctx.out_dim, solver=ctx.solver, eval_solver=ctx.eval_solver,
+                  hidden=o["hidden"], augment_dim=o.get("augment_dim", 0),
+                  time_dependent=o["time_dependent"], nonlinearity=o["nonlinearity"],
+                  readout=o["readout"])

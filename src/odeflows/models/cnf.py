@@ -19,9 +19,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from odeflows.models import BuildContext
 from odeflows.nn import divergence as div_
 from odeflows.nn import fused as fused_
 from odeflows.nn import fused_hyper
+from odeflows.nn.fields import AugmentedDynamics, AugmentedHyperField, MLPField, TimeHyperField
 from odeflows.ode import Autonomous, CountedField, Solver, solve
 
 
@@ -232,79 +234,25 @@ class ToyCNF(nn.Module):
         return sol[0][-1]
 
 
-# -- registry entries ---------------------------------------------------------------------------
-def _register() -> None:
-    from odeflows.models import BuildContext, ModelEntry, register_model, with_defaults
-    from odeflows.nn.fields import (
-        AugmentedDynamics,
-        AugmentedHyperField,
-        MLPField,
-        TimeHyperField,
-    )
-    from odeflows.nn.layers import LAYERS, NONLINEARITIES
-
-    flow = {
-        "t_data": {"type": "number", "default": 0.0, "description": "time of the data end"},
-        "t_base": {"type": "number", "default": 0.5, "description": "time of the base end"},
-        "learnable_T": {"type": "boolean", "default": False},
-        "base_std": {"type": "number", "exclusiveMinimum": 0, "default": 1.0},
-        "divergence": {"enum": ["exact", "hutchinson"], "default": "exact"},
-        "probe": {"enum": ["gaussian", "rademacher"], "default": "gaussian"},
-        "analytic_trace": {"type": "boolean", "default": True},
-        "kinetic": {"type": "number", "minimum": 0, "default": 0.0,
-                    "description": "λ_K of RNODE's kinetic energy"},
-        "jacobian": {"type": "number", "minimum": 0, "default": 0.0,
-                     "description": "λ_J of RNODE's Jacobian Frobenius norm"},
-        "fused": {"type": "boolean", "default": True,
-                  "description": "fast fused kernel where the field supports it"},
-        "width": {"type": "integer", "minimum": 1, "default": 64},
-        "hyper_hidden": {"type": "integer", "minimum": 1, "default": 32},
-    }
-    ffjord = {
-        **flow,
-        "field": {"enum": [*LAYERS, "hyper_t"], "default": "concatsquash"},
-        "hidden_dims": {"type": "array", "items": {"type": "integer", "minimum": 1},
-                        "minItems": 1, "default": [64, 64, 64]},
-        "nonlinearity": {"enum": list(NONLINEARITIES), "default": "tanh"},
-    }
-    affjord = {**flow,
-               "aug_dim": {"type": "integer", "minimum": 1, "default": 2},
-               "aug_hidden": {"type": "integer", "minimum": 1, "default": 3}}
-    # RNODE §6: λ_K = λ_J = 0.01
-    rnode = {"kinetic": 0.01, "jacobian": 0.01}
-
-    def flow_kw(o: dict, ctx: BuildContext) -> dict:
-        return dict(solver=ctx.solver, eval_solver=ctx.eval_solver, t_data=o["t_data"],
-                    t_base=o["t_base"], learnable_T=o["learnable_T"], base_std=o["base_std"],
-                    divergence=o["divergence"], probe=o["probe"],
-                    analytic_trace=o["analytic_trace"], kinetic=o["kinetic"],
-                    jacobian=o["jacobian"], fused=o["fused"])
-
-    def build_ffjord(o: dict, ctx: BuildContext) -> ToyCNF:
-        dim = ctx.shape[0]
-        if o["field"] == "hyper_t":
-            field = TimeHyperField(dim, o["width"], o["hyper_hidden"])
-        else:
-            field = MLPField(dim, list(o["hidden_dims"]), o["field"], o["nonlinearity"])
-        return ToyCNF(dim, field, **flow_kw(o, ctx))
-
-    def build_affjord(o: dict, ctx: BuildContext) -> ToyCNF:
-        dim = ctx.shape[0]
-        field = AugmentedHyperField(dim, o["aug_dim"], o["width"], o["hyper_hidden"])
-        aug = AugmentedDynamics(o["aug_dim"], o["aug_hidden"])
-        return ToyCNF(dim, field, aug_dynamics=aug, aug_dim=o["aug_dim"], **flow_kw(o, ctx))
-
-    density = frozenset({"density"})
-    for name, build, options, label, color, extra in (
-            ("ffjord", build_ffjord, ffjord, "FFJORD", "tab:blue", {}),
-            ("rnode", build_ffjord, ffjord, "RNODE", "tab:green", rnode),
-            ("affjord", build_affjord, affjord, "AFFJORD", "tab:red", {}),
-            ("affjord_rnode", build_affjord, affjord, "AFFJORD + RNODE", "tab:purple", rnode)):
-        register_model(ModelEntry(name, "vectors", density, build,
-                                  with_defaults(options, **extra), samples=True,
-                                  traits=frozenset({"divergence"}), label=label,
-                                  color=color, module=__name__,
-                                  description="continuous normalizing flow on vectors"))
+# -- builders of the entries declared in odeflows.models.entries.cnf ------------------------------
+def _flow_kw(o: dict, ctx: BuildContext) -> dict:
+    return dict(solver=ctx.solver, eval_solver=ctx.eval_solver, t_data=o["t_data"],
+                t_base=o["t_base"], learnable_T=o["learnable_T"], base_std=o["base_std"],
+                divergence=o["divergence"], probe=o["probe"], analytic_trace=o["analytic_trace"],
+                kinetic=o["kinetic"], jacobian=o["jacobian"], fused=o["fused"])
 
 
-_register()
+def build_ffjord(o: dict, ctx: BuildContext) -> ToyCNF:
+    dim = ctx.shape[0]
+    if o["field"] == "hyper_t":
+        field = TimeHyperField(dim, o["width"], o["hyper_hidden"])
+    else:
+        field = MLPField(dim, list(o["hidden_dims"]), o["field"], o["nonlinearity"])
+    return ToyCNF(dim, field, **_flow_kw(o, ctx))
+
+
+def build_affjord(o: dict, ctx: BuildContext) -> ToyCNF:
+    dim = ctx.shape[0]
+    field = AugmentedHyperField(dim, o["aug_dim"], o["width"], o["hyper_hidden"])
+    aug = AugmentedDynamics(o["aug_dim"], o["aug_hidden"])
+    return ToyCNF(dim, field, aug_dynamics=aug, aug_dim=o["aug_dim"], **_flow_kw(o, ctx))

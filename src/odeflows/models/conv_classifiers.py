@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from odeflows.models import BuildContext, ReferenceCount
 from odeflows.nn.layers import NONLINEARITIES
 from odeflows.ode import CountedField, Solver, solve
 
@@ -118,38 +119,15 @@ def parameter_count(shape: tuple[int, int, int], num_classes: int, filters: int,
     return field + ch * height * width * num_classes + num_classes
 
 
-# -- registry entries ---------------------------------------------------------------------------
-def _register() -> None:
-    from odeflows.models import BuildContext, ModelEntry, ReferenceCount, register_model
-
-    node = {
-        "filters": {"type": "integer", "minimum": 1,
-                    "description": "F of the parameter-matched pairs (ANODE App. F.2.2)"},
-        "time_dependent": {"type": "boolean", "default": True},
-        "nonlinearity": {"enum": list(NONLINEARITIES), "default": "relu"},
-    }
-    anode = {**node, "augment_channels": {"type": "integer", "minimum": 1, "default": 5}}
-
-    def build(o: dict, ctx: BuildContext) -> ConvODENet:
-        return ConvODENet(ctx.shape, ctx.out_dim, solver=ctx.solver, eval_solver=ctx.eval_solver,
-                          filters=int(o["filters"]),
-                          augment_channels=int(o.get("augment_channels", 0)),
-                          time_dependent=o["time_dependent"], nonlinearity=o["nonlinearity"])
-
-    def reference(o: dict, ctx: BuildContext, implementation: str) -> ReferenceCount:
-        # ANODE's code builds exactly this model
-        return ReferenceCount(parameter_count(ctx.shape, ctx.out_dim, int(o["filters"]),
-                                              int(o.get("augment_channels", 0)),
-                                              o["time_dependent"]))
-
-    predictor = frozenset({"classifier", "regressor"})
-    register_model(ModelEntry("node", "images", predictor, build, node, reference_count=reference,
-                              label="NODE", color="tab:blue", module=__name__,
-                              description="conv Neural ODE classifier (time channel per conv)"))
-    register_model(ModelEntry("anode", "images", predictor, build, anode,
-                              reference_count=reference, label="ANODE", color="tab:orange",
-                              module=__name__,
-                              description="conv NODE with p zero channels appended"))
+# -- builders of the entries declared in odeflows.models.entries.conv_classifiers ----------------
+def build(o: dict, ctx: BuildContext) -> ConvODENet:
+    return ConvODENet(ctx.shape, ctx.out_dim, solver=ctx.solver, eval_solver=ctx.eval_solver,
+                      filters=int(o["filters"]), augment_channels=int(o.get("augment_channels", 0)),
+                      time_dependent=o["time_dependent"], nonlinearity=o["nonlinearity"])
 
 
-_register()
+def reference_count(o: dict, ctx: BuildContext, implementation: str) -> ReferenceCount:
+    # ANODE's code builds exactly this model
+    return ReferenceCount(parameter_count(ctx.shape, ctx.out_dim, int(o["filters"]),
+                                          int(o.get("augment_channels", 0)),
+                                          o["time_dependent"]))

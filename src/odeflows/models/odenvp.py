@@ -34,14 +34,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from odeflows.models import ReferenceCount
+from odeflows.models import BuildContext, ReferenceCount
 from odeflows.nn import divergence as div_
 from odeflows.nn import fused_conv
 from odeflows.nn.conv_layers import ConvODEnet, conv_param_count
+from odeflows.nn.names import DIVERGENCES
+from odeflows.nn.names import IMAGE_LAYERS as LAYERS
 from odeflows.ode import Autonomous, CountedField, Solver, solve
-
-LAYERS = ("concat", "hyper")
-DIVERGENCES = ("hutchinson", "exact")
 
 
 # -- building blocks ------------------------------------------------------------------------------
@@ -501,71 +500,24 @@ def reference_parameter_count(shape: tuple[int, int, int], *, model: str, layer:
                                       if k != "discarded_outputs"), extras)
 
 
-# -- registry entries ---------------------------------------------------------------------------
-def _register() -> None:
-    from odeflows.models import BuildContext, ModelEntry, register_model, with_defaults
-    from odeflows.nn.layers import NONLINEARITIES
-
-    ffjord = {
-        "layer": {"enum": list(LAYERS), "default": "concat"},
-        "hidden_dims": {"type": "array", "items": {"type": "integer", "minimum": 1},
-                        "minItems": 1, "default": [64, 64, 64]},
-        "num_blocks": {"type": "integer", "minimum": 1, "default": 1},
-        "alpha": {"type": "number", "minimum": 0, "exclusiveMaximum": 0.5, "default": 1e-6,
-                  "description": "logit transform logit(α + (1 − 2α) x)"},
-        "T": {"type": "number", "exclusiveMinimum": 0, "default": 1.0},
-        "nonlinearity": {"enum": list(NONLINEARITIES), "default": "softplus"},
-        "divergence": {"enum": list(DIVERGENCES), "default": "hutchinson"},
-        "probe": {"enum": ["rademacher", "gaussian"], "default": "rademacher"},
-        "kinetic": {"type": "number", "minimum": 0, "default": 0.0},
-        "jacobian": {"type": "number", "minimum": 0, "default": 0.0},
-        "zero_last": {"type": "boolean", "default": False,
-                      "description": "last conv starts at zero (RNODE)"},
-        "hyper_in": {"type": "integer", "minimum": 1, "default": 10},
-        "track_regularisers": {"type": "boolean", "default": False,
-                               "description": "integrate K and J even with zero weights"},
-        "fused": {"type": "boolean", "default": True,
-                  "description": "fused Hutchinson kernel (odeflows.nn.fused_conv) for blocks "
-                                 "without RNODE's regularisers"},
-    }
-    affjord = {**ffjord, "aug_hidden": {"type": "integer", "minimum": 1, "default": 20}}
-    # RNODE §6: λ_K = λ_J = 0.01, one Gaussian probe shared with the Jacobian term, zero-init
-    rnode = {"kinetic": 0.01, "jacobian": 0.01, "probe": "gaussian", "zero_last": True}
-
-    def builder(augmented: bool):
-        def build(o: dict, ctx: BuildContext) -> MultiscaleCNF:
-            return MultiscaleCNF(
-                ctx.shape, solver=ctx.solver, eval_solver=ctx.eval_solver, augmented=augmented,
-                layer=o["layer"], hidden_dims=tuple(o["hidden_dims"]),
-                num_blocks=int(o["num_blocks"]), alpha=float(o["alpha"]), T=float(o["T"]),
-                nonlinearity=o["nonlinearity"], divergence=o["divergence"], probe=o["probe"],
-                kinetic=float(o["kinetic"]), jacobian=float(o["jacobian"]),
-                zero_last=bool(o["zero_last"]), aug_hidden=int(o.get("aug_hidden", 20)),
-                hyper_in=int(o["hyper_in"]), track_regularisers=bool(o["track_regularisers"]),
-                fused=bool(o["fused"]))
-        return build
-
-    def reference(o: dict, ctx: BuildContext, implementation: str) -> ReferenceCount | None:
-        if implementation not in ("ffjord", "rnode", "affjord"):
-            return None  # no reference implementation (affjord_rnode is new)
-        if implementation == "rnode" and o["layer"] != "concat":
-            return None
-        return reference_parameter_count(
-            ctx.shape, model=implementation, layer=o["layer"], num_blocks=int(o["num_blocks"]),
-            hidden_dims=tuple(o["hidden_dims"]), aug_hidden=int(o.get("aug_hidden", 20)),
-            hyper_in=int(o["hyper_in"]))
-
-    density = frozenset({"density"})
-    for name, augmented, options, label, color, extra in (
-            ("ffjord", False, ffjord, "FFJORD", "tab:blue", {}),
-            ("rnode", False, ffjord, "RNODE", "tab:green", rnode),
-            ("affjord", True, affjord, "AFFJORD", "tab:red", {}),
-            ("affjord_rnode", True, affjord, "AFFJORD + RNODE", "tab:purple", rnode)):
-        register_model(ModelEntry(name, "images", density, builder(augmented),
-                                  with_defaults(options, **extra), samples=True,
-                                  reference_count=reference, label=label, color=color,
-                                  module=__name__,
-                                  description="multiscale continuous normalizing flow on images"))
+# -- builders of the entries declared in odeflows.models.entries.odenvp ---------------------------
+def build(augmented: bool, o: dict, ctx: BuildContext) -> MultiscaleCNF:
+    return MultiscaleCNF(
+        ctx.shape, solver=ctx.solver, eval_solver=ctx.eval_solver, augmented=augmented,
+        layer=o["layer"], hidden_dims=tuple(o["hidden_dims"]), num_blocks=int(o["num_blocks"]),
+        alpha=float(o["alpha"]), T=float(o["T"]), nonlinearity=o["nonlinearity"],
+        divergence=o["divergence"], probe=o["probe"], kinetic=float(o["kinetic"]),
+        jacobian=float(o["jacobian"]), zero_last=bool(o["zero_last"]),
+        aug_hidden=int(o.get("aug_hidden", 20)), hyper_in=int(o["hyper_in"]),
+        track_regularisers=bool(o["track_regularisers"]), fused=bool(o["fused"]))
 
 
-_register()
+def reference_count(o: dict, ctx: BuildContext, implementation: str) -> ReferenceCount | None:
+    if implementation not in ("ffjord", "rnode", "affjord"):
+        return None  # no reference implementation (affjord_rnode is new)
+    if implementation == "rnode" and o["layer"] != "concat":
+        return None
+    return reference_parameter_count(
+        ctx.shape, model=implementation, layer=o["layer"], num_blocks=int(o["num_blocks"]),
+        hidden_dims=tuple(o["hidden_dims"]), aug_hidden=int(o.get("aug_hidden", 20)),
+        hyper_in=int(o["hyper_in"]))

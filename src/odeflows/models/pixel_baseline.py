@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from odeflows.models import BuildContext
+
 
 class PixelHistogram(nn.Module):
     """Per-pixel categorical P_i(k), k ∈ {0, …, 2^bits − 1}, of images (C, H, W) in [0, 1]."""
@@ -67,21 +69,11 @@ class PixelHistogram(nn.Module):
         return x.reshape(n, *self.shape).to(self.log_probs.device)
 
 
-def _register() -> None:
-    from odeflows.models import BuildContext, ModelEntry, register_model
-
-    def build(o: dict[str, Any], ctx: BuildContext) -> PixelHistogram:
-        return PixelHistogram(ctx.shape, bits=int(ctx.data.get("bits", 8)),
-                              smoothing=float(o["smoothing"]))
-
-    register_model(ModelEntry(
-        "pixel_histogram", "images", frozenset({"density"}), build,
-        {"smoothing": {"type": "number", "exclusiveMinimum": 0, "default": 1.0,
-                       "description": "add-α counts per level (1: Laplace)"}},
-        samples=True, fit=lambda model, x: model.fit(x), traits=frozenset({"baseline"}),
-        label="per-pixel histogram",
-        color="0.55", module=__name__,
-        description="independent per-pixel categorical baseline, fitted in closed form"))
+# -- builder of the entry declared in odeflows.models.entries.pixel_baseline -----------------------
+def build(o: dict[str, Any], ctx: BuildContext) -> PixelHistogram:
+    return PixelHistogram(ctx.shape, bits=int(ctx.data.get("bits", 8)),
+                          smoothing=float(o["smoothing"]))
 
 
-_register()
+def fit(model: PixelHistogram, x: Any) -> None:
+    model.fit(x)

@@ -14,19 +14,19 @@ Built-in tasks are the modules of this package; a user's own module registers mo
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import functools
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-import torch
-from torch import nn
 
-from odeflows.ode import count_nfe, reset_nfe
 from odeflows.registry import Registry
 
 if TYPE_CHECKING:
     import pandas as pd
+    import torch
+    from torch import nn
 
     from odeflows.data import Generator
     from odeflows.models import ModelEntry
@@ -36,6 +36,21 @@ Options = Mapping[str, dict[str, Any]]
 
 # every task: the evaluation batch size
 EVAL_BATCH = {"batch_size": {"type": "integer", "minimum": 1, "default": 1000}}
+# the density tasks: what odeflows.flow_checks measures besides the scores
+FLOW_EVAL_OPTIONS: Options = {
+    "cost_batch": {"type": "integer", "minimum": 0, "default": 0,
+                   "description": "points for the cost of log p vs sampling (0: not measured)"},
+    "cost_repeats": {"type": "integer", "minimum": 1, "default": 3,
+                     "description": "timed repeats of each direction (the fastest counts)"},
+    "roundtrip_batch": {"type": "integer", "minimum": 0, "default": 0,
+                        "description": "test points for the x → z → x error (0: not measured)"},
+    "roundtrip_tolerances": {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0},
+                             "default": [1.0e-3, 1.0e-5, 1.0e-7, 1.0e-9],
+                             "description": "rtol = atol of the adaptive solver for the round "
+                                            "trip of a model with an eval_solver"},
+    "roundtrip_method": {"enum": ["dopri5", "dopri8", "bosh3", "adaptive_heun", "tsit5"],
+                         "default": "dopri5"},
+}
 
 
 class Task:
@@ -179,8 +194,26 @@ def batches(n: int, batch_size: int) -> Iterator[slice]:
         yield slice(start, min(start + batch_size, n))
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def no_grad(fn: F) -> F:
+    """``torch.no_grad()`` as a decorator that imports torch when called, not when the task
+    module is imported: tasks are selected, validated and tabulated without torch (planning the
+    workflow, aggregating tables), which saves each such process the seconds torch takes."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import torch
+
+        with torch.no_grad():
+            return fn(*args, **kwargs)
+    return wrapper  # type: ignore[return-value]
+
+
 def device_of(model: nn.Module) -> torch.device:
     """Where a model lives (a closed-form model may hold buffers only)."""
+    import torch
+
     for tensor in (*model.parameters(), *model.buffers()):
         return tensor.device
     return torch.device("cpu")
@@ -188,6 +221,8 @@ def device_of(model: nn.Module) -> torch.device:
 
 def counted(model: nn.Module, fn: Any, *args: Any) -> tuple[Any, int]:
     """``fn(*args)`` and the network passes (NFE) it took."""
+    from odeflows.ode import count_nfe, reset_nfe
+
     reset_nfe(model)
     out = fn(*args)
     return out, count_nfe(model)

@@ -4,14 +4,15 @@ torchvision's ToTensor (no normalisation, no augmentation: ANODE's loaders)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch.nn import functional as F
 
-from odeflows.tasks import Task, batches, counted, device_of, register_task
+from odeflows.tasks import Task, batches, counted, device_of, no_grad, register_task
 from odeflows.tasks.regression import has_ode
+
+if TYPE_CHECKING:
+    import torch
 
 
 class ClassificationTask(Task):
@@ -44,6 +45,8 @@ class ClassificationTask(Task):
         return x.to(device).float().div_(255.0)
 
     def loss(self, model, x, y, generator):
+        from torch.nn import functional as F
+
         device = device_of(model)
         logits = model(self.inputs(x, device))
         target = y.to(device)
@@ -51,8 +54,11 @@ class ClassificationTask(Task):
         acc = (logits.argmax(1) == target).float().mean()
         return loss, {"accuracy": acc.item()}
 
-    @torch.no_grad()
+    @no_grad
     def score(self, model, x: np.ndarray, y, batch_size, generator) -> dict[str, Any]:
+        import torch
+        from torch.nn import functional as F
+
         device = device_of(model)
         xt, yt = torch.from_numpy(x), torch.from_numpy(y).long()
         total, correct, nfe, n_batches = 0.0, 0, 0, 0

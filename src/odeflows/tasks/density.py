@@ -11,15 +11,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from odeflows.flow_checks import EVAL_OPTIONS as FLOW_OPTIONS
-from odeflows.flow_checks import flow_evidence
-from odeflows.tasks import EVAL_BATCH, Task, batches, counted, device_of, register_task
+from odeflows.tasks import (
+    EVAL_BATCH,
+    FLOW_EVAL_OPTIONS,
+    Task,
+    batches,
+    counted,
+    device_of,
+    register_task,
+)
 
 
 def density_grid(model: Any, points: int, limit: float, batch: int) -> dict[str, np.ndarray]:
     """log p on a points×points grid over [−limit, limit]² and the grid's total probability."""
+    import torch
+
     axis = torch.linspace(-limit, limit, points)
     xx, yy = torch.meshgrid(axis, axis, indexing="xy")
     grid = torch.stack([xx.reshape(-1), yy.reshape(-1)], 1)
@@ -53,7 +60,7 @@ class DensityTask(Task):
         "grid_limit": {"type": "number", "exclusiveMinimum": 0, "default": 4.0},
         "samples": {"type": "integer", "minimum": 0, "default": 1000},
         "hutchinson_probes": {"type": "integer", "minimum": 2, "default": 1000},
-        **FLOW_OPTIONS,
+        **FLOW_EVAL_OPTIONS,
     }
     metrics = ("best_val_loss", "test_loss", "test_nfe", "grid_mass", "train_wall_seconds",
                "num_parameters")
@@ -73,6 +80,8 @@ class DensityTask(Task):
         return model.loss(x, generator)
 
     def score(self, model, x, y, batch_size, generator) -> dict[str, Any]:
+        import torch
+
         xt = torch.from_numpy(x)
         device = device_of(model)
         total, squares, nfe, n_batches = 0.0, 0.0, 0, 0
@@ -91,6 +100,10 @@ class DensityTask(Task):
         return {"loss": mean, "loss_se": (var / n) ** 0.5, "nfe": nfe / n_batches, "n": n}
 
     def evidence(self, model, data, cfg, generator, run) -> dict[str, Any]:
+        import torch
+
+        from odeflows.flow_checks import flow_evidence
+
         ecfg = cfg["eval"]
         out: dict[str, Any] = gaussian_fit(data["x_train"], data["x_test"])
         x = torch.from_numpy(data["x_test"]).to(device_of(model))

@@ -12,14 +12,22 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from odeflows.flow_checks import EVAL_OPTIONS as FLOW_OPTIONS
-from odeflows.flow_checks import flow_evidence
-from odeflows.tasks import EVAL_BATCH, Task, batches, counted, device_of, register_task
+from odeflows.tasks import (
+    EVAL_BATCH,
+    FLOW_EVAL_OPTIONS,
+    Task,
+    batches,
+    counted,
+    device_of,
+    register_task,
+)
+
+if TYPE_CHECKING:
+    import torch
 
 DEQUANTIZATION = ("uniform", "midpoint")
 
@@ -33,6 +41,8 @@ def dequantize(x: torch.Tensor, bits: int, mode: str, generator: torch.Generator
     ``shift``, its "clean" bpd). For bits < 8 pixels are first integer-divided by 2^(8 − bits), as
     RNODE does for 5-bit CelebA-HQ.
     """
+    import torch
+
     k = x.to(torch.int64)
     if bits < 8:
         k = torch.div(k, 2 ** (8 - bits), rounding_mode="floor")
@@ -64,7 +74,7 @@ class ImageDensityTask(Task):
         **EVAL_BATCH,
         "dequantization": {"enum": list(DEQUANTIZATION), "default": "uniform"},
         "samples": {"type": "integer", "minimum": 0, "default": 0},
-        **FLOW_OPTIONS,
+        **FLOW_EVAL_OPTIONS,
     }
     train_options = {"dequantization": {"enum": list(DEQUANTIZATION), "default": "uniform"}}
     metrics = ("best_val_loss", "test_bpd", "test_bpd_dequantized", "test_bpd_clean", "test_nfe",
@@ -115,6 +125,8 @@ class ImageDensityTask(Task):
 
     def score(self, model, x: np.ndarray, y, batch_size, generator,
               dequantization: str | None = None) -> dict[str, Any]:
+        import torch
+
         mode = dequantization or self.eval_dequantization
         device = device_of(model)
         xt = torch.from_numpy(x)
@@ -142,6 +154,10 @@ class ImageDensityTask(Task):
         return out
 
     def evidence(self, model, data, cfg, generator, run) -> dict[str, Any]:
+        import torch
+
+        from odeflows.flow_checks import flow_evidence
+
         ecfg = cfg["eval"]
         n = int(ecfg["samples"])
         if n:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-from torch.nn import functional as F
+from odeflows.tasks import EVAL_BATCH, Task, batches, counted, device_of, no_grad, register_task
 
-from odeflows.tasks import EVAL_BATCH, Task, batches, counted, device_of, register_task
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def has_ode(model: nn.Module) -> bool:
@@ -38,10 +37,15 @@ class RegressionTask(Task):
         return None
 
     def loss(self, model, x, y, generator):
+        from torch.nn import functional as F
+
         return F.smooth_l1_loss(model(x), y), {}
 
-    @torch.no_grad()
+    @no_grad
     def score(self, model, x, y, batch_size, generator) -> dict[str, Any]:
+        import torch
+        from torch.nn import functional as F
+
         xt, yt = torch.from_numpy(x), torch.from_numpy(y)
         device = device_of(model)
         total, correct, nfe, n_batches = 0.0, 0, 0, 0
@@ -55,9 +59,11 @@ class RegressionTask(Task):
         return {"loss": total / yt.numel(), "accuracy": correct / yt.numel(),
                 "nfe": nfe / n_batches if has_ode(model) else None, "n": len(xt)}
 
-    @torch.no_grad()
+    @no_grad
     def evidence(self, model, data, cfg, generator, run) -> dict[str, Any]:
         """Hidden-state trajectories of 200 test points (ANODE Fig. 3, 5, 7)."""
+        import torch
+
         times = torch.linspace(0.0, 1.0, int(cfg["eval"]["trajectory_points"]))
         x = torch.from_numpy(data["x_test"][:200])
         if hasattr(model, "trajectory"):
