@@ -95,7 +95,8 @@ def solve(
 ) -> Any:
     """Integrate ``func`` from ``t[0]`` through ``t``; returns the states at every time in ``t``."""
     y0 = tuple(y0) if isinstance(y0, (list, tuple)) else y0
-    opts = solver.options(float(t[0]), float(t[-1]))
+    # the step size only needs the values: detach so a learnable end time does not warn
+    opts = solver.options(float(t[0].detach()), float(t[-1].detach()))
     kwargs: dict[str, Any] = dict(rtol=solver.rtol, atol=solver.atol, method=solver.method,
                                   options=opts or None)
     try:
