@@ -40,6 +40,10 @@ def test_same_seed_same_numbers(tmp_path, toy_data, flow_cfg, reg_cfg, kind):
     train({**cfg, "seed": 1}, data, tmp_path / "c", progress=False)
     assert _metrics(tmp_path / "c") != _metrics(tmp_path / "a")
     assert not (tmp_path / "a" / "checkpoint.pt").exists()  # removed once the run completes
+    # identical numbers hold on one machine; the record names what they depend on across machines
+    host = json.loads((tmp_path / "a" / "record.json").read_text())["host"]
+    assert host["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert host["cpu_model"] and host["torch_threads"] == torch.get_num_threads()
 
 
 def _train_cli(cfg, data, out, env=None):

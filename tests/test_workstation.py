@@ -63,7 +63,7 @@ def test_one_image_flow_job_at_its_settings(tmp_path):
 def test_claim_3_runs_on_parameter_matched_14x14_classifiers(tmp_path):
     specs = [s for s in PLAN.runs if s.experiment == "anode_images"]
     assert {s.dataset for s in specs} == {"mnist5k14"}
-    assert {s.model for s in specs} == {"node", "anode"} and len(specs) == 24
+    assert {s.model for s in specs} == {"node", "anode"} and len(specs) == 6
     # a quarter of the paper's 20 epochs: the shortest training claim 3's "not reproduced" accepts
     assert all(PLAN.configs[s]["train"]["epochs"] == 5 for s in specs)
     data = tmp_path / "mnist5k14.npz"

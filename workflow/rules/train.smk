@@ -47,6 +47,8 @@ rule evaluate:
         run_dir=lambda w, input: os.path.dirname(input.summary),
     log:
         "logs/{scale}/evaluate/{experiment}/{dataset}/{model}/seed{seed}.log",
+    benchmark:
+        "logs/{scale}/benchmarks/evaluate/{experiment}/{dataset}/{model}/seed{seed}.tsv"
     threads: 1
     conda:
         "../../envs/odeflows.yaml"
