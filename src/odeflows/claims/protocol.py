@@ -62,14 +62,14 @@ IGNORED = ("experiment", "scale", "seed", "modules", "variant",
 _KIND_OF = (("dataset", "data"), ("data.*", "data"),
             ("solver.*", "solver"), ("eval_solver.*", "solver"),
             ("model_cfg.*", "architecture"),
-            ("train.epochs", LENGTH), ("train.iterations", LENGTH), ("train.steps", LENGTH),
+            ("train.epochs", LENGTH), ("train.iterations", LENGTH),
             ("train.*", "optimisation"),
             ("eval.*", "evaluation"), ("profile.*", "evaluation"),
             ("*", "other"))
 
 # how summaries name a key: derived facts by name, the others by their path less its section
 _LABELS = {"data.n_train": "training images", "data.resolution": "resolution",
-           "train.steps": "optimiser steps", "train.processes": "processes"}
+           "train.processes": "processes"}
 _SECTION_LABELS = (("eval_solver.", "eval solver "), ("eval.", "eval "), ("solver.", ""),
                    ("model_cfg.", ""), ("train.", ""), ("data.", ""))
 
@@ -270,6 +270,13 @@ def paper_counterpart(experiment: str, dataset: str, model: str,
     """The dataset of the paper-scale run a run on ``dataset`` is compared with: the same
     dataset where the paper scale runs it with ``model``, else the one it ``stands_in_for``
     (config/datasets.yaml); None where neither runs."""
+    return _counterpart(experiment, dataset, model, str(config_dir),
+                        _stamp(experiment, config_dir))
+
+
+@cache
+def _counterpart(experiment: str, dataset: str, model: str, config_dir: str,
+                 stamp: tuple[Any, ...]) -> str | None:
     exp = load_experiment(experiment, config_dir)
     try:
         sc = scale_entry(exp, PAPER, config_dir)
@@ -347,10 +354,12 @@ def _view(spec: RunSpec, config_dir: str, modules: tuple[str, ...],
           stamp: tuple[Any, ...]) -> tuple[dict[str, Any], int | None]:
     """(protocol keys → values, optimiser steps) of one run: its resolved config less the
     ignored keys, plus the derived facts the config implies (training-set size, resolution,
-    process count, optimiser steps)."""
+    process count); the optimiser steps are returned beside them, not diffed: their ratio is
+    the step share."""
     from odeflows.tasks import get_task
 
-    cfg = resolve_run(spec, config_dir, modules)
+    configs = _plan_configs(spec.experiment, spec.scale, config_dir, modules, stamp)
+    cfg = configs.get((spec.dataset, spec.model)) or resolve_run(spec, config_dir, modules)
     flat = {k: v for k, v in _leaves(cfg).items() if not _ignored(k)}
     n_train = _n_train(spec.dataset, spec.scale, config_dir)
     processes = int(run_resources(spec.scale, spec.experiment, spec.dataset, config_dir)
@@ -358,7 +367,7 @@ def _view(spec: RunSpec, config_dir: str, modules: tuple[str, ...],
     loop = get_task(cfg["task"]).loop
     steps = optimiser_steps(cfg["train"], n_train, processes) if loop else None
     derived = {"data.resolution": _resolution(spec.dataset, spec.scale, config_dir),
-               "data.n_train": n_train, "train.processes": processes, "train.steps": steps}
+               "data.n_train": n_train, "train.processes": processes}
     # derived facts first: a summary names the resolution before the bit depth it qualifies
     return {**{k: v for k, v in derived.items() if v is not None}, **flat}, steps
 
@@ -377,7 +386,7 @@ def protocol_deviations(experiment: str, dataset: str, model: str, scale: str,
     config_dir, mods = str(config_dir), tuple(modules)
     stamp = _stamp(experiment, config_dir)
     ours, steps = _view(RunSpec(scale, experiment, dataset, model, 0), config_dir, mods, stamp)
-    paper_ds = paper_counterpart(experiment, dataset, model, config_dir)
+    paper_ds = _counterpart(experiment, dataset, model, config_dir, stamp)
     if paper_ds is None:
         return Deviations(experiment, dataset, model, scale, None, steps=steps)
     theirs, paper_steps = _view(RunSpec(PAPER, experiment, paper_ds, model, 0), config_dir, mods,
@@ -389,11 +398,14 @@ def protocol_deviations(experiment: str, dataset: str, model: str, scale: str,
 
 
 @cache
-def _cells(experiment: str, scale: str, config_dir: str, modules: tuple[str, ...],
-           stamp: tuple[Any, ...]) -> tuple[tuple[str, str], ...]:
-    runs = plan({"scale": scale, "config_dir": config_dir, "experiments": [experiment],
-                 "modules": list(modules)}).runs_of(experiment)
-    return tuple(dict.fromkeys((s.dataset, s.model) for s in runs))
+def _plan_configs(experiment: str, scale: str, config_dir: str, modules: tuple[str, ...],
+                  stamp: tuple[Any, ...]) -> dict[tuple[str, str], dict[str, Any]]:
+    """(dataset, model) → resolved config of every run ``experiment`` plans at ``scale`` (one
+    plan resolves them all, much faster than one :func:`resolve_run` each)."""
+    found = plan({"scale": scale, "config_dir": config_dir, "experiments": [experiment],
+                  "modules": list(modules)})
+    return {(s.dataset, s.model): found.config(s) for s in found.runs_of(experiment)
+            if s.seed == 0}
 
 
 def experiment_deviations(experiment: str, scale: str, config_dir: str | Path = "config",
@@ -401,7 +413,7 @@ def experiment_deviations(experiment: str, scale: str, config_dir: str | Path = 
     """The deviations of every (dataset, model) ``experiment`` runs at ``scale`` (none where it
     runs no seeds there)."""
     config_dir, mods = str(config_dir), tuple(modules)
-    cells = _cells(experiment, scale, config_dir, mods, _stamp(experiment, config_dir))
+    cells = _plan_configs(experiment, scale, config_dir, mods, _stamp(experiment, config_dir))
     return ExperimentDeviations(experiment, scale, {
         (ds, m): protocol_deviations(experiment, ds, m, scale, config_dir, mods)
         for ds, m in cells})
