@@ -167,7 +167,7 @@ class Deviations:
             return f"{self.dataset}/{self.model}: no run at scale {PAPER} to compare with"
         if self.at_protocol:
             return "at the paper's protocol"
-        return _summary_line(self.differences, [self], [self.step_share])
+        return _summary_line(self.differences, [self])
 
 
 @dataclass(frozen=True)
@@ -201,8 +201,7 @@ class ExperimentDeviations:
         if self.at_protocol:
             return "at the paper's protocol"
         missing = [f"{ds}/{m}" for (ds, m), d in self.cells.items() if d.paper_dataset is None]
-        line = _summary_line(self.distinct(), list(self.cells.values()),
-                             [d.step_share for d in self.cells.values()])
+        line = _summary_line(self.distinct(), list(self.cells.values()))
         if missing:
             line += f"; no paper-scale run for {', '.join(missing)}"
         return line
@@ -213,8 +212,7 @@ class ExperimentDeviations:
             else f"on a substitute ({self.summary()})"
 
 
-def _summary_line(differences: Iterable[Difference], cells: list[Deviations],
-                  shares: list[float | None]) -> str:
+def _summary_line(differences: Iterable[Difference], cells: list[Deviations]) -> str:
     by_key: dict[str, list[Difference]] = {}
     for d in differences:
         if d.key != "dataset" and d.kind != LENGTH:
@@ -229,13 +227,13 @@ def _summary_line(differences: Iterable[Difference], cells: list[Deviations],
             parts.append(f"on {', '.join(datasets)}" + (f": {', '.join(texts)}" if texts else ""))
         elif texts:
             parts.append(f"{kind}: {', '.join(texts)}")
-    known = [s for s in shares if s is not None]
+    known = [c.step_share for c in cells if c.step_share is not None]
     if known:
         low, high = min(known), max(known)
         span = _percent(low) if _percent(low) == _percent(high) \
             else f"{_percent(low)[:-2]}–{_percent(high)}"
         steps = ""
-        if len(cells) == 1 and cells[0].steps is not None:
+        if len(cells) == 1:  # its share is known: both counts are
             steps = f" ({cells[0].steps:,} of {cells[0].paper_steps:,})"
         parts.append(f"{span} of the paper's optimiser steps{steps}")
     return "; ".join(parts)
