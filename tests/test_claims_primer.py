@@ -12,8 +12,10 @@ from odeflows.claims import (
     NOT_REPRODUCED,
     REPRODUCED,
     Evidence,
+    Protocol,
     registered_claims,
 )
+from odeflows.claims.report import judge
 
 EXP = "primer_flows"
 TRAINING = {EXP: {"iterations": 10000, "epochs": 100}}
@@ -69,10 +71,11 @@ def test_claim_11_verdicts():
     behind = _ladders([3.00, 3.01, 3.02], [3.30, 3.31, 3.29], [2.80, 2.81, 2.79])
     verdict, lines = check(11, behind)
     assert verdict == NOT_REPRODUCED and any("behind: 8gaussians vs maf" in e for e in lines)
-    # the same after 500 of the reference 10,000 iterations cannot refute it
-    verdict, lines = check(11, behind.assign(iterations=500))
-    assert verdict == INCONCLUSIVE
-    assert any("trained 500 of the reference 10,000 iterations" in e for e in lines)
+    # the same after 5 % of the reference optimiser steps cannot refute it (the report's gate)
+    ev = Evidence({EXP: behind}, "test", {}, TRAINING, protocol={EXP: Protocol("short", 0.05)})
+    r = judge(ev, CLAIMS.get("11"), budgets=False)
+    assert r["verdict"] == INCONCLUSIVE and r["leans"] == NOT_REPRODUCED
+    assert any("5.0% of the paper's optimiser steps" in e for e in r["evidence"])
     # differences below two standard errors decide nothing
     noisy = _ladders([3.0, 3.4, 3.2], [3.30, 3.31, 3.29], [3.40, 3.41, 3.42])
     assert check(11, noisy)[0] == INCONCLUSIVE
@@ -99,8 +102,7 @@ def test_claim_11_on_images_uses_bits_per_dim_and_epochs():
                   rows("digits8x8", "realnvp_xs", [1.2, 1.21, 1.19], "test_bpd",
                        effective_parameters=1300, epochs_trained=3))
     verdict, lines = check(11, frame)
-    assert verdict == INCONCLUSIVE and any("3 of the reference 100 epochs" in e for e in lines)
-    assert check(11, frame.assign(epochs_trained=100))[0] == NOT_REPRODUCED
+    assert verdict == NOT_REPRODUCED and any("bits/dim" in e for e in lines)
 
 
 # -- claim 12: cost of each direction --------------------------------------------------------------

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from odeflows.claims import (
+from odeflows.claims.core import (
+    FIRST,
     INCONCLUSIVE,
     NOT_REPRODUCED,
     REPRODUCED,
@@ -20,7 +21,7 @@ from odeflows.claims import (
        "per profiled run, peak saved memory at the most vs the fewest solver steps: reproduced "
        "when the adjoint grows less than ×1.1 and backpropagation through the solver more than "
        "×1.5 on every run; not reproduced when the adjoint grows ×1.1 or more on every run; "
-       "else inconclusive", about_training=False)
+       "else inconclusive", min_share=None, history=(FIRST,))
 def claim_9(ev: Evidence) -> Verdict:
     runs = ev.get("node_adjoint")
     if runs is None:

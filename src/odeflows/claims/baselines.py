@@ -6,7 +6,7 @@ numbers say nothing about the papers' claims. Reported per experiment and datase
 
 from __future__ import annotations
 
-from odeflows.claims import Evidence, completed, findings
+from odeflows.claims.core import Evidence, completed, findings
 
 
 @findings("baselines", "Every image flow against the per-pixel baseline",

@@ -6,7 +6,8 @@ import math
 
 import numpy as np
 
-from odeflows.claims import (
+from odeflows.claims.core import (
+    FIRST,
     INCONCLUSIVE,
     NOT_REPRODUCED,
     REPRODUCED,
@@ -22,7 +23,7 @@ from odeflows.claims import (
        "per probe kind, the pooled z-scores of (mean of many probes − exact trace) over the "
        "trained fields: reproduced when |z| < 3 for at least 90 % of them and the combined "
        "z = Σz/√n has |z| < 3, for every probe kind; else not reproduced",
-       about_training=False)
+       min_share=None, history=(FIRST,))
 def claim_10(ev: Evidence) -> Verdict:
     runs = ev.get("affjord_toy")
     if runs is None:

@@ -17,18 +17,28 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from odeflows.claims import (
+from odeflows.claims.core import (
+    FIRST,
     GRID_MASS_MAX,
     INCONCLUSIVE,
     NOT_REPRODUCED,
     REPRODUCED,
     Evidence,
+    Revision,
     Verdict,
     claim,
     completed,
     valid_densities,
-    welch_t,
 )
+from odeflows.claims.stats import ALPHA, welch_interval
+
+DENSITY = Revision("2026-11-30", "after the first workstation run: only 2-D runs whose "
+                   "density integrates to at most 1.1 on the evaluation grid count")
+CALIBRATED_11 = Revision("2026-12-06", "'beats' was Welch t ≥ 2 per pair of rungs, uncorrected "
+                         "for the many pairs a ladder compares: now the lower bound of the "
+                         "pair's interval at 1 − α/M for the M pairs compared (Bonferroni), and "
+                         "the share-of-protocol gate of every claim replaces the rule's own "
+                         "training-length exception")
 
 EXPERIMENT = "primer_flows"
 CONTINUOUS = "continuous"
@@ -100,18 +110,23 @@ def _rungs(frame: pd.DataFrame) -> list[Rung]:
     return out
 
 
-def _beats(a: list[Rung], b: list[Rung]) -> list[str]:
-    """Rungs of b that some rung of a with at most SAME_SIZE× its parameters beats: lower test
-    NLL with Welch t ≥ 2."""
+def _pairs(a: list[Rung], b: list[Rung]) -> int:
+    """The rung pairs :func:`_beats` may test: a rung of a against a rung of b it may beat."""
+    return sum(r.params <= SAME_SIZE * target.params for target in b for r in a)
+
+
+def _beats(a: list[Rung], b: list[Rung], confidence: float) -> list[str]:
+    """Rungs of b that some rung of a with at most SAME_SIZE× its parameters beats: the interval
+    of b's test NLL − a's lies above 0 at ``confidence``."""
     out = []
     for target in b:
         for r in a:
             if r.params <= SAME_SIZE * target.params:
-                t = welch_t(target.scores, r.scores)
-                if np.isfinite(t) and t >= 2:
+                iv = welch_interval(target.scores, r.scores, confidence)
+                if iv.defined and iv.low > 0:
                     out.append(f"{r.model} ({r.params:,.0f} params, {r.mean:.4f}) beats "
-                               f"{target.model} ({target.params:,.0f}, {target.mean:.4f}), "
-                               f"t = {t:.1f}")
+                               f"{target.model} ({target.params:,.0f}, {target.mean:.4f}) by "
+                               f"{iv.text()}")
                     break
     return out
 
@@ -122,73 +137,60 @@ def _beats(a: list[Rung], b: list[Rung]) -> list[str]:
        "ladder, parameters counted as effective parameters (weights an autoregressive mask holds "
        "at zero excluded); rungs within 1.5× of each other's parameters count as the same size. "
        "A side beats another at one of its rungs when a rung of the side with at most 1.5× "
-       "that rung's parameters has a lower test NLL with Welch t ≥ 2 over seeds. The continuous "
-       "flows (FFJORD and AFFJORD rungs together) are ahead of a nonlinear discrete family "
-       "(NICE, RealNVP, MAF, IAF, NSF) on a dataset when they beat it at some rung and it beats "
-       "them at none, behind when the reverse. Reproduced when they are ahead of every such "
-       "family run beside them on every dataset; not reproduced when they are behind one, "
-       "unless the runs trained less than the reference protocol (FFJORD's train_toy.py: "
-       "10,000 iterations; images: 100 epochs), which makes that inconclusive (an undertrained "
-       "ladder cannot show what a family reaches); else inconclusive. " + VALID_DENSITY)
+       "that rung's parameters has a lower test NLL: the lower bound of the interval of the "
+       "difference (odeflows.claims.stats) above 0 at 1 − α/M, M the rung pairs compared in "
+       "the claim. The continuous flows (FFJORD and AFFJORD rungs together) are ahead of a "
+       "nonlinear discrete family (NICE, RealNVP, MAF, IAF, NSF) on a dataset when they beat it "
+       "at some rung and it beats them at none, behind when the reverse. Reproduced when they "
+       "are ahead of every such family run beside them on every dataset; not reproduced when "
+       "they are behind one; else inconclusive. " + VALID_DENSITY,
+       history=(FIRST, DENSITY, CALIBRATED_11))
 def claim_11(ev: Evidence) -> Verdict:
     ok, lines = _runs(ev, densities=True)
     if ok is None:
         return INCONCLUSIVE, lines
-    ahead, behind, open_ = [], [], []
-    short = []
+    ladders = []
     for ds, grp in ok.groupby("dataset", sort=False):
         cont = _rungs(grp[_is_continuous(grp)])
-        if not cont:
-            continue
-        _, unit = _score(grp)
-        for family in DISCRETE:
+        for family in DISCRETE if cont else ():
             disc = _rungs(grp[grp["base_model"] == family])
-            if not disc:
-                continue
-            won, lost = _beats(cont, disc), _beats(disc, cont)
-            where = f"{ev.dataset_label(ds)} vs {family}"
-            lines.append(f"{where} ({unit}; continuous rungs "
-                         f"{', '.join(f'{r.model} {r.params:,.0f}: {r.mean:.4f}' for r in cont)};"
-                         f" {family} rungs "
-                         f"{', '.join(f'{r.model} {r.params:,.0f}: {r.mean:.4f}' for r in disc)})"
-                         f": continuous beat it at {len(won)} rung(s)"
-                         + (f" [{'; '.join(won)}]" if won else "")
-                         + f", it beats them at {len(lost)}"
-                         + (f" [{'; '.join(lost)}]" if lost else ""))
-            if won and not lost:
-                ahead.append(where)
-            elif lost and not won:
-                behind.append(where)
-                reason = _short_of_reference(ev, grp)
-                if reason:
-                    short.append(f"{where}: {reason}")
-            else:
-                open_.append(where)
-    if not (ahead or behind or open_):
+            if disc:
+                ladders.append((ds, grp, family, cont, disc))
+    if not ladders:
         return INCONCLUSIVE, lines + ["continuous and discrete ladders on a common dataset are "
                                       "needed"]
+    pairs = sum(_pairs(c, d) + _pairs(d, c) for _, _, _, c, d in ladders)
+    confidence = 1 - ALPHA / max(pairs, 1)
+    ahead, behind, open_ = [], [], []
+    single = all(len(r.scores) < 2 for _, _, _, c, d in ladders for r in c + d)
+    for ds, grp, family, cont, disc in ladders:
+        _, unit = _score(grp)
+        won, lost = _beats(cont, disc, confidence), _beats(disc, cont, confidence)
+        where = f"{ev.dataset_label(ds)} vs {family}"
+        lines.append(f"{where} ({unit}; continuous rungs "
+                     f"{', '.join(f'{r.model} {r.params:,.0f}: {r.mean:.4f}' for r in cont)};"
+                     f" {family} rungs "
+                     f"{', '.join(f'{r.model} {r.params:,.0f}: {r.mean:.4f}' for r in disc)})"
+                     f": continuous beat it at {len(won)} rung(s)"
+                     + (f" [{'; '.join(won)}]" if won else "")
+                     + f", it beats them at {len(lost)}"
+                     + (f" [{'; '.join(lost)}]" if lost else ""))
+        if won and not lost:
+            ahead.append(where)
+        elif lost and not won:
+            behind.append(where)
+        else:
+            open_.append(where)
     summary = (f"continuous flows ahead: {len(ahead)}, behind: {len(behind)}, neither: "
-               f"{len(open_)} (dataset, family) pairs")
+               f"{len(open_)} (dataset, family) pairs; {pairs} rung pairs compared at "
+               f"{100 * confidence:.3g} % confidence")
     if behind:
-        if short:
-            return INCONCLUSIVE, lines + [summary, "inconclusive at this scale: behind where "
-                                          "training was shorter than the reference protocol: "
-                                          + "; ".join(short)]
         return NOT_REPRODUCED, lines + [summary, "behind: " + ", ".join(behind)]
     if not open_:
         return REPRODUCED, lines + [summary]
-    return INCONCLUSIVE, lines + [summary, "no significant difference at matched size: "
-                                  + ", ".join(open_)]
-
-
-def _short_of_reference(ev: Evidence, grp: pd.DataFrame) -> str | None:
-    images = _num(grp, "test_bpd").notna().any()
-    unit = "epochs" if images else "iterations"
-    reference = ev.paper_length(EXPERIMENT, unit)
-    done = _num(grp, "epochs_trained" if images else "iterations").min()
-    if reference and (not np.isfinite(done) or done < reference):
-        return f"trained {done:g} of the reference {reference:,} {unit}"
-    return None
+    why = ("one seed per rung measures no spread, so no pair can be decided (this is no "
+           "evidence of equal NLLs)" if single else "undecided at matched size")
+    return INCONCLUSIVE, lines + [summary, f"{why}: " + ", ".join(open_)]
 
 
 # -- claim 12 -------------------------------------------------------------------------------------
@@ -207,7 +209,8 @@ def _short_of_reference(ev: Evidence, grp: pd.DataFrame) -> str | None:
        "sampling and inverse autoregressive density at least 2× slower per point than the other "
        "direction. Not reproduced when a run breaks its pattern of passes or, at the largest D, "
        "the wall time is reversed (autoregressive sampling or inverse autoregressive density "
-       "faster than the other direction); else inconclusive")
+       "faster than the other direction); else inconclusive",
+       min_share=None, history=(FIRST,))
 def claim_12(ev: Evidence) -> Verdict:
     ok, lines = _runs(ev)
     if ok is None:
@@ -285,7 +288,8 @@ TOLERANCE_PREFIX = "roundtrip_max_tol"
        "solver's: above float64 rounding (> 1e-10) at the loosest tolerance and at least 100× "
        "smaller at the tightest; not reproduced when a coupling or autoregressive flow's "
        "float64 error exceeds 1e-6 or a continuous flow's error does not shrink from the "
-       "loosest to the tightest tolerance; else inconclusive (also without both kinds)")
+       "loosest to the tightest tolerance; else inconclusive (also without both kinds)",
+       min_share=None, history=(FIRST,))
 def claim_13(ev: Evidence) -> Verdict:
     ok, lines = _runs(ev)
     if ok is None:
@@ -351,7 +355,8 @@ def claim_13(ev: Evidence) -> Verdict:
        "(both kinds judged); not reproduced when NLL < NLL_Gauss − 2s on some set (better than "
        "any Gaussian), or |NLL − H| > 2s on the Gaussian set although the flow matches its "
        "Gaussian fit there (|NLL − NLL_Gauss| ≤ 2s: it converged); else inconclusive (e.g. the "
-       "flow has not reached its Gaussian fit). " + VALID_DENSITY)
+       "flow has not reached its Gaussian fit). " + VALID_DENSITY,
+       history=(FIRST, DENSITY))
 def claim_14(ev: Evidence) -> Verdict:
     ok, lines = _runs(ev, densities=True)
     if ok is None:
