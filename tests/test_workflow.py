@@ -83,8 +83,11 @@ def test_smoke_workflow_end_to_end(smoke_repo):
     assert "## Beyond the papers: AFFJORD + RNODE" in claims
     claims_rows = sorted((res / "metrics" / "claims").glob("claim_*.json"))
     assert [p.stem for p in claims_rows][:10] == [f"claim_{n:02d}" for n in range(1, 11)]
-    assert json.loads(claims_rows[0].read_text())["verdict"] in (
-        "reproduced", "not reproduced", "inconclusive")
+    # a wiring check gives no verdicts: two epochs refute and confirm nothing
+    assert "wiring check" in claims and "**reproduced**" not in claims
+    assert "**not reproduced**" not in claims
+    assert {json.loads(p.read_text())["verdict"] for p in claims_rows} == {
+        "not tested at this scale (a wiring check)"}
     assert (res / "metrics" / "experiments" / "rnode_images.json").exists()
     log = (smoke_repo / "logs/smoke/train/anode_toy/g1d/node/seed0.log").read_text()
     assert "it/s" in log or "s/it" in log  # progress bars go to the rule's log
