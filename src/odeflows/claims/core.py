@@ -42,6 +42,7 @@ class Protocol:
 
     summary: str = ""
     step_share: float | None = None
+    short: str = ""  # the headline's form: substitutions, the kinds that differ, the share
 
     @property
     def at_paper(self) -> bool:
@@ -274,6 +275,14 @@ def _arm_values(ok: pd.DataFrame, column: str) -> dict[tuple[str, str], np.ndarr
     return {k: np.asarray(v) for k, v in out.items()}
 
 
+def _test_size(ok: pd.DataFrame, dataset: str) -> int | None:
+    """The test examples each run was scored on, as evaluation recorded them."""
+    if "test_n" not in ok:
+        return None
+    n = pd.to_numeric(ok[ok["dataset"] == dataset]["test_n"], errors="coerce").dropna()
+    return int(n.min()) if len(n) else None
+
+
 def _paper_effect(ev: Evidence, arms: Arms, dataset: str) -> float | None:
     """The paper's effect on ``dataset`` in the orientation of the comparison, if it ran it."""
     if not arms.paper_metric:
@@ -329,7 +338,7 @@ def compare_arms(ev: Evidence, arms: Arms) -> Result:
                 and not arms.failures_are_evidence:
             verdict = INCONCLUSIVE
         comps.append(Comparison(ds, arms, iv, paper, sesoi, verdict, lost,
-                                ev.datasets.get(ds, {}).get("n_test"),
+                                _test_size(ok, ds) or ev.datasets.get(ds, {}).get("n_test"),
                                 (float(a.mean()), float(b.mean()))))
         lines.append(_line(ev, comps[-1], a, b))
     verdicts = [c.verdict for c in comps]

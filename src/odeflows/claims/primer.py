@@ -24,6 +24,7 @@ from odeflows.claims.core import (
     NOT_REPRODUCED,
     REPRODUCED,
     Evidence,
+    Need,
     Revision,
     Verdict,
     claim,
@@ -131,6 +132,20 @@ def _beats(a: list[Rung], b: list[Rung], confidence: float) -> list[str]:
     return out
 
 
+def _ladder_needs(ev: Evidence) -> Need | None:
+    """Claim 11 compares rungs over seeds: with one seed a rung has no spread to test with."""
+    ok, _ = _runs(ev, densities=True)
+    if ok is None or ok.empty:
+        return None
+    per_rung = ok.groupby(["dataset", "model"]).size()
+    if per_rung.min() >= 2:
+        return None
+    return Need(EXPERIMENT, effects=[f"{int((per_rung < 2).sum())} of {len(per_rung)} rungs "
+                                     "have one seed: every rung needs at least 2 seeds (the "
+                                     "`paper` scale runs 5) before a matched-size pair can be "
+                                     "decided"])
+
+
 @claim(11, "A continuous flow reaches a given test NLL with fewer parameters than discrete "
            "flows (primer §3.6).", (EXPERIMENT,),
        "per dataset, the mean test NLL (nats; bits/dim on images) of every rung of every size "
@@ -144,7 +159,7 @@ def _beats(a: list[Rung], b: list[Rung], confidence: float) -> list[str]:
        "at some rung and it beats them at none, behind when the reverse. Reproduced when they "
        "are ahead of every such family run beside them on every dataset; not reproduced when "
        "they are behind one; else inconclusive. " + VALID_DENSITY,
-       history=(FIRST, DENSITY, CALIBRATED_11))
+       needs=lambda ev: _ladder_needs(ev), history=(FIRST, DENSITY, CALIBRATED_11))
 def claim_11(ev: Evidence) -> Verdict:
     ok, lines = _runs(ev, densities=True)
     if ok is None:

@@ -46,8 +46,26 @@ def _protocols(experiments: list[str], scale: str, config_dir: str | Path
             out[exp] = Protocol(f"protocol not compared with the paper's ({err})", None)
             continue
         if dev.cells:
-            out[exp] = Protocol("" if dev.at_protocol else dev.summary(), dev.min_step_share)
+            out[exp] = Protocol("" if dev.at_protocol else dev.summary(), dev.min_step_share,
+                                "" if dev.at_protocol else _short(dev))
     return out
+
+
+def _short(dev: Any) -> str:
+    """A protocol summary short enough for the headline table: the substitutions, the kinds of
+    difference, the least share of the paper's optimiser steps (the evidence lists each one)."""
+    cells = list(dev.cells.values())
+    subs = sorted({f"{c.dataset} for {c.paper_dataset}" for c in cells if c.substituted})
+    kinds = sorted({d.kind for c in cells for d in c.differences
+                    if d.kind != "training length" and d.key != "dataset"})
+    parts = [f"on {', '.join(subs)}"] if subs else []
+    if kinds:
+        parts.append(f"{', '.join(kinds)} differ")
+    if dev.min_step_share is not None:
+        pct = 100 * dev.min_step_share
+        parts.append(f"{pct:.2g} % of the paper's optimiser steps" if pct < 10 else
+                     f"{pct:.0f} % of the paper's optimiser steps")
+    return "; ".join(parts)
 
 
 def scale_settings(experiments: list[str], config_dir: str | Path
@@ -128,19 +146,21 @@ def history(c: Claim) -> str:
     return f"revised on {last.date} because {last.why} (first written {first.date})"
 
 
-def tested_on(ev: Evidence, c: Claim) -> tuple[str, float | None]:
-    """What a verdict was reached on when it is not the paper's protocol, and the share of the
-    paper's optimiser steps (the least over the claim's experiments)."""
-    parts, shares = [], []
+def tested_on(ev: Evidence, c: Claim) -> tuple[str, str, float | None]:
+    """What a verdict was reached on when it is not the paper's protocol (in full, and short),
+    and the share of the paper's optimiser steps (the least over the claim's experiments)."""
+    parts, short, shares = [], [], []
     for exp in c.experiments:
         prot = ev.protocol.get(exp)
         if prot is None or ev.get(exp) is None:
             continue
         if prot.summary:
             parts.append(prot.summary)
+            short.append(prot.short or prot.summary)
         if prot.step_share is not None:
             shares.append(prot.step_share)
-    return "; ".join(dict.fromkeys(parts)), (min(shares) if shares else None)
+    return ("; ".join(dict.fromkeys(parts)), "; ".join(dict.fromkeys(short)),
+            min(shares) if shares else None)
 
 
 def judge(ev: Evidence, c: Claim, budgets: bool = True) -> dict[str, Any]:
@@ -149,7 +169,7 @@ def judge(ev: Evidence, c: Claim, budgets: bool = True) -> dict[str, Any]:
     verdict, lines = c.check(ev)
     counts = [line for e in c.experiments if ev.get(e) is not None
               for line in seed_counts(ev.get(e))]
-    tested, share = tested_on(ev, c)
+    tested, tested_short, share = tested_on(ev, c)
     leans = ""
     if not ev.verdicts:
         leans = verdict if verdict != INCONCLUSIVE else ""
@@ -163,6 +183,7 @@ def judge(ev: Evidence, c: Claim, budgets: bool = True) -> dict[str, Any]:
     return {"claim": c.text, "verdict": verdict, "leans": leans, "evidence": counts + lines,
             "rule": c.rule, "alpha": ALPHA, "min_share": c.min_share, "failures": c.failures,
             "history": history(c), "experiments": list(c.experiments), "tested": tested,
+            "tested_short": tested_short,
             "step_share": share,
             "at_paper": bool(counts) and not tested and (share is None or share >= 1),
             "budget": budget(ev, c) if budgets and verdict == INCONCLUSIVE and ev.verdicts
@@ -179,13 +200,13 @@ def _verdict_text(r: dict[str, Any]) -> str:
     return r["verdict"] + (f" (leans '{r['leans']}')" if r.get("leans") else "")
 
 
-def _where(r: dict[str, Any]) -> str:
+def _where(r: dict[str, Any], short: bool = False) -> str:
     if r["at_paper"]:
         return "the paper's protocol"
     if r["tested"]:
-        return f"a substitute: {r['tested']}"
+        return f"a substitute protocol ({r['tested_short'] if short else r['tested']})"
     if r.get("step_share") is not None:
-        return f"a substitute: {r['step_share']:.1%} of the paper's optimiser steps"
+        return f"a substitute protocol ({r['step_share']:.1%} of the paper's optimiser steps)"
     return "—"
 
 
@@ -232,7 +253,7 @@ def _front_page(scale: str, result: dict[int, dict[str, Any]]) -> str:
         role = "v-" + r["verdict"].replace(" ", "-")
         lines += [f"   * - {n}", f"     - {cell(r['claim'])}",
                   f"     - :{role}:`{cell(_verdict_text(r))}` — `evidence <claim_{n:02d}.html_>`__",
-                  f"     - {cell(_where(r))}"]
+                  f"     - {cell(_where(r, short=True))}"]
     return "\n".join(lines) + "\n"
 
 
@@ -267,7 +288,8 @@ def markdown(scale: str, ev: Evidence, result: dict[int, dict[str, Any]]) -> str
             continue
         lines += [f"## {title}", "", "| # | claim | verdict | tested on |", "|---|---|---|---|"]
         lines += [f"| [{n}](#claim-{n}) | {result[n]['claim']} | "
-                  f"**{_verdict_text(result[n])}** | {_where(result[n])} |" for n in numbers]
+                  f"**{_verdict_text(result[n])}** | {_where(result[n], short=True)} |"
+                  for n in numbers]
         lines.append("")
     for n, r in result.items():
         lines += [f"<a id='claim-{n}'></a>", "", f"## Claim {n}: {_verdict_text(r)}", "",
@@ -297,7 +319,8 @@ def write_metrics(tables_dir: str | Path, out_dir: str | Path, claims: dict[int,
     written = []
     for n, r in claims.items():
         path = out / "claims" / f"claim_{int(n):02d}.json"
-        write_json_atomic(path, {"verdict": _verdict_text(r), "tested on": _where(r)})
+        write_json_atomic(path, {"verdict": _verdict_text(r),
+                                 "tested on": _where(r, short=True)})
         written.append(path)
     for side in sorted(Path(tables_dir).glob("*.provenance.json")):
         info = read_json(side)

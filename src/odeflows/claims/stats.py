@@ -59,7 +59,7 @@ class Interval:
     def text(self, digits: int = 3) -> str:
         """``+1.2 (95 % CI [0.4, 2.0])``."""
         if not self.defined:
-            return f"{self.estimate:+.{digits}g} (no interval: needs 2 values per arm)"
+            return f"{self.estimate:+.{digits}g} (no interval: it needs 2 values of each)"
         pct = f"{100 * self.confidence:.4g}"
         return (f"{self.estimate:+.{digits}g} ({pct} % CI [{self.low:+.{digits}g}, "
                 f"{self.high:+.{digits}g}])")
