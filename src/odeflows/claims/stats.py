@@ -2,7 +2,7 @@
 
 A comparison is an *effect* oriented so that a positive value is what the paper claims (model A
 better than model B), estimated from per-seed values of the two arms, with its confidence interval
-from Welch's t (Satterthwaite degrees of freedom, ``scipy.stats.ttest_ind``) at level
+from Welch's t (Satterthwaite degrees of freedom, the quantile from ``scipy.stats.t``) at level
 ``1 − ALPHA/k`` when a claim decides ``k`` datasets at once (Bonferroni). The decision:
 
 - **reproduced** when the interval lies above zero (on the paper's side) and not wholly below
