@@ -235,9 +235,13 @@ def _front_page(scale: str, result: dict[int, dict[str, Any]]) -> str:
     def cell(text: str) -> str:
         return " ".join(text.split()).replace("*", "\\*").replace("`", "'")
 
-    lines = [".. raw:: html", "", "   <style>.v-reproduced{color:#1a7f37}"
-             ".v-not-reproduced{color:#cf222e}.v-inconclusive{color:#9a6700}"
-             ".v-not-tested{color:#57606a}</style>", "", ".. role:: v-reproduced",
+    # the report's home page centres this page vertically (a page taller than the window loses
+    # its top) in a narrow column beside the workflow graph: start it at the top, give the table
+    # the width and leave the graph to the Workflow page's rule list
+    style = ("".join(f".v-{v.replace(' ', '-')}{{color:{c}}}" for v, c in VERDICT_COLORS.items())
+             + ".prose.max-w-lg{max-width:64rem}#rulegraph{display:none}"
+             "div.h-screen.items-center{align-items:flex-start}")
+    lines = [".. raw:: html", "", f"   <style>{style}</style>", "", ".. role:: v-reproduced",
              ".. role:: v-not-reproduced", ".. role:: v-inconclusive", ".. role:: v-not-tested",
              "", f"Claims at scale ``{scale}``", "=" * (20 + len(scale)), "",
              "Verdicts computed by odeflows from the per-seed tables of this scale; the numbers "
