@@ -286,8 +286,8 @@ def test_budget_names_power_seeds_noise_floor_cost_and_scale():
     assert any("provided by the `workstation` scale" in e for e in lines)
     # below the share of the paper's steps the claim needs, the budget says so
     ev.protocol = {"anode_images": Protocol("on mnist5k (for MNIST)", 0.05)}
-    assert any("this scale runs 5.0% of the paper's optimiser steps; the rule needs at least "
-               "25%" in e for e in budget(ev, c))
+    assert any("this scale runs 5 % of the paper's optimiser steps; the rule needs at least "
+               "25 %" in e for e in budget(ev, c))
 
 
 def test_the_protocol_gate_withholds_both_verdicts_and_says_which_way_they_lean():

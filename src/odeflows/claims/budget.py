@@ -9,7 +9,7 @@ import math
 
 import pandas as pd
 
-from odeflows.claims.core import Claim, Comparison, Evidence, Need, completed
+from odeflows.claims.core import Claim, Comparison, Evidence, Need, completed, percent
 from odeflows.claims.stats import POWER, seeds_for_power
 
 
@@ -75,8 +75,8 @@ def budget(ev: Evidence, c: Claim) -> list[str]:
             lines.append(need.note)
     share = _share(ev, c)
     if c.min_share is not None and share is not None and share < c.min_share:
-        lines.append(f"training: this scale runs {share:.1%} of the paper's optimiser steps; "
-                     f"the rule needs at least {c.min_share:.0%}")
+        lines.append(f"training: this scale runs {percent(share)} of the paper's optimiser "
+                     f"steps; the rule needs at least {percent(c.min_share)}")
     target = max((n for n in seeds if n is not None), default=None)
     if len(ok) and "train_wall_seconds" in ok:
         cells = ok[ok["model"].isin(need.models)] if need and need.models else ok
@@ -103,7 +103,9 @@ def _share(ev: Evidence, c: Claim) -> float | None:
 
 
 def _provider(ev: Evidence, c: Claim, seeds: int | None) -> str:
-    """The first configured scale with the seeds and training the rule needs."""
+    """The first configured scale with the seeds (at least 2: one run decides nothing) and the
+    training the rule needs."""
+    seeds = max(seeds or 2, 2)
     for name, exps in ev.scales.items():
         ok = True
         for e in c.experiments:
@@ -112,18 +114,23 @@ def _provider(ev: Evidence, c: Claim, seeds: int | None) -> str:
                 ok = False
                 break
             share = st.get("step_share")
-            if seeds and st["seeds"] < seeds:
+            if st["seeds"] < seeds:
                 ok = False
             if c.min_share is not None and share is not None and share < c.min_share:
                 ok = False
         if ok and name != ev.scale:
             st = exps[c.experiments[0]]
             return (f"provided by the `{name}` scale ({st['seeds']} seeds"
-                    + (f", {st['step_share']:.0%} of the paper's optimiser steps"
+                    + (f", {percent(st['step_share'])} of the paper's optimiser steps"
                        if st.get("step_share") is not None else "")
                     + f", on {', '.join(st['datasets'])})")
-    return ("no configured scale provides it" + (f" ({seeds} seeds per model)" if seeds else "")
-            + "; the `paper` scale on GPUs runs the paper's protocol")
+    paper = {e: ev.scales.get("paper", {}).get(e, {}).get("seeds") for e in c.experiments}
+    few = [f"{e}: {n} seed{'s' if n != 1 else ''}" for e, n in paper.items()
+           if n is not None and n < seeds]
+    return (f"no configured scale provides it ({seeds} seeds per model at the share of the "
+            "paper's steps the rule needs)" + (f"; the `paper` scale runs the papers' repeat "
+                                               f"counts ({', '.join(few)}), too few for this "
+                                               "rule: add seeds there" if few else ""))
 
 
 def runs_elsewhere(ev: Evidence, c: Claim) -> str:

@@ -205,6 +205,12 @@ def valid_densities(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
                                 f"the evaluation grid (not a density): {names}"]
 
 
+def percent(share: float) -> str:
+    """A share as a percentage with two significant digits below 10 % (0.093 %, 1.9 %, 25 %)."""
+    pct = 100 * share
+    return f"{pct:.2g} %" if pct < 10 else f"{pct:.0f} %"
+
+
 def describe(x: np.ndarray) -> str:
     sd = f"{x.std(ddof=1):.4g}" if len(x) > 1 else "n/a"
     return f"{x.mean():.4g} ± {sd} (n={len(x)})" if len(x) else "no values"

@@ -19,6 +19,7 @@ from odeflows.claims.core import (
     Claim,
     Evidence,
     Protocol,
+    percent,
     registered_claims,
     seed_counts,
 )
@@ -62,9 +63,7 @@ def _short(dev: Any) -> str:
     if kinds:
         parts.append(f"{', '.join(kinds)} differ")
     if dev.min_step_share is not None:
-        pct = 100 * dev.min_step_share
-        parts.append(f"{pct:.2g} % of the paper's optimiser steps" if pct < 10 else
-                     f"{pct:.0f} % of the paper's optimiser steps")
+        parts.append(f"{percent(dev.min_step_share)} of the paper's optimiser steps")
     return "; ".join(parts)
 
 
@@ -176,9 +175,9 @@ def judge(ev: Evidence, c: Claim, budgets: bool = True) -> dict[str, Any]:
         verdict = NOT_TESTED
     elif verdict != INCONCLUSIVE and c.min_share is not None and share is not None \
             and share < c.min_share:
-        lines.append(f"withheld: the runs trained {share:.1%} of the paper's optimiser steps, "
-                     f"below the {c.min_share:.0%} this claim's verdict needs; the evidence "
-                     f"leans '{verdict}'")
+        lines.append(f"withheld: the runs trained {percent(share)} of the paper's optimiser "
+                     f"steps, below the {percent(c.min_share)} this claim's verdict needs; the "
+                     f"evidence leans '{verdict}'")
         leans, verdict = verdict, INCONCLUSIVE
     return {"claim": c.text, "verdict": verdict, "leans": leans, "evidence": counts + lines,
             "rule": c.rule, "alpha": ALPHA, "min_share": c.min_share, "failures": c.failures,
@@ -206,7 +205,7 @@ def _where(r: dict[str, Any], short: bool = False) -> str:
     if r["tested"]:
         return f"a substitute protocol ({r['tested_short'] if short else r['tested']})"
     if r.get("step_share") is not None:
-        return f"a substitute protocol ({r['step_share']:.1%} of the paper's optimiser steps)"
+        return f"a substitute protocol ({percent(r['step_share'])} of the paper's optimiser steps)"
     return "—"
 
 
