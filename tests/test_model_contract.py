@@ -11,13 +11,14 @@ is about wiring, not accuracy, and must stay cheap.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
 import torch
 
 from conftest import ROOT
+from odeflows.checks import hutchinson_check
 from odeflows.config import complete_config, load_datasets
 from odeflows.data import Generator, get_generator
 from odeflows.models import (
@@ -28,7 +29,7 @@ from odeflows.models import (
     num_parameters,
 )
 from odeflows.ode import Solver
-from odeflows.tasks import select_task, task_for
+from odeflows.tasks import Task, select_task, task_for
 
 CONFIG = ROOT / "config"
 BATCH = 4
@@ -37,6 +38,7 @@ SOLVER = {"method": "euler", "steps": 2, "adjoint": False}
 
 ENTRIES = sorted(MODELS.all(), key=lambda e: (e.name, e.data))
 SAMPLERS = [e for e in ENTRIES if e.is_density and e.samples]
+DIVERGENCE = [e for e in ENTRIES if "divergence" in e.traits]
 
 
 def entry_id(entry: ModelEntry) -> str:
@@ -125,8 +127,20 @@ def build_context(cfg: dict[str, Any], shape: tuple[int, ...], out_dim: int) -> 
                         Solver.from_config(cfg["eval_solver"]), cfg["data"])
 
 
+class Contract(NamedTuple):
+    entry: ModelEntry
+    cfg: dict[str, Any]
+    task: Task
+    model: torch.nn.Module
+    x: torch.Tensor
+    y: torch.Tensor | None
+    out_dim: int
+
+
 @pytest.fixture(params=ENTRIES, ids=entry_id)
-def contract(request):
+def contract(request) -> Contract:
+    """An entry built as the training harness builds it: task and output size from the resolved
+    config and the batch, the model by :func:`odeflows.models.build_model`."""
     entry: ModelEntry = request.param
     dataset, shape = dataset_for(entry)
     cfg = run_config(entry, dataset)
@@ -134,12 +148,11 @@ def contract(request):
     x, y = batch(cfg, shape, gen.classes)
     task = task_for(cfg)
     out_dim = task.output_dim({"classes": gen.classes}, y)
-    model = build_model(cfg, shape, out_dim)
-    return entry, cfg, task, model, x, y, out_dim
+    return Contract(entry, cfg, task, build_model(cfg, shape, out_dim), x, y, out_dim)
 
 
 def test_forward_backward_and_score(contract):
-    entry, cfg, task, model, x, y, _ = contract
+    entry, _, task, model, x, y, _ = contract
     generator = torch.Generator().manual_seed(0)
     if entry.fit is not None:
         # fitted in closed form: the harness gives it no optimiser, so it must have nothing
@@ -187,3 +200,15 @@ def test_parameter_count(contract):
                                         entry.name)
         if counted is not None:
             assert counted.ours == ours, dict(counted.extras)
+
+
+@pytest.mark.parametrize("contract", DIVERGENCE, ids=entry_id, indirect=True)
+def test_divergence_trait(contract):
+    """The trait promises what the density evaluation runs for claim 10: Hutchinson's
+    estimator of its field's divergence beside the exact trace."""
+    _, _, _, model, x, _, _ = contract
+    check = hutchinson_check(model.eval(), x, 2, torch.Generator().manual_seed(0))
+    assert check["points"] == len(x)
+    for kind in ("gaussian", "rademacher"):
+        assert all(math.isfinite(check[kind][k]) for k in ("mean_abs_exact", "mean_bias",
+                                                           "mean_se")), check[kind]
