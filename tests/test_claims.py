@@ -279,7 +279,7 @@ def test_budget_names_power_seeds_noise_floor_cost_and_scale():
     sd = math.sqrt((np.std([97.0, 98.5, 96.0], ddof=1) ** 2 + np.std(
         [96.0, 97.5, 95.0], ddof=1) ** 2) / 2)
     n = seeds_for_power(1.0, sd, sd)
-    assert any(f"80% power at the rule's level: {n} at the observed effect +1" in e
+    assert any(f"80 % power at the rule's level: {n} at the observed effect +1" in e
                for e in lines), lines
     assert any("noise floor of the fixed test set (500 examples)" in e for e in lines)
     assert any("CPU-hours" in e for e in lines)

@@ -29,7 +29,7 @@ def power_lines(c: Comparison, have: int) -> tuple[list[str], int | None]:
     lo = seeds_for_power(iv.low, iv.sd_a, iv.sd_b, POWER, iv.confidence) if iv.low > 0 else None
     span = (f" (over the interval: {hi if hi is not None else '—'} to "
             f"{lo if lo is not None else 'unbounded: it includes no effect'})")
-    lines = [f"{label}: seeds per model for {POWER:.0%} power at the rule's level: "
+    lines = [f"{label}: seeds per model for {percent(POWER)} power at the rule's level: "
              f"{_seeds(obs)} at the observed effect {iv.estimate:+.3g}{span}; this scale: {have}"]
     if c.paper_effect is not None:
         lines.append(f"{label}: {_seeds(seeds_for_power(c.paper_effect, iv.sd_a, iv.sd_b, POWER, iv.confidence))}"  # noqa: E501

@@ -183,7 +183,7 @@ def judge(ev: Evidence, c: Claim, budgets: bool = True) -> dict[str, Any]:
             "rule": c.rule, "alpha": ALPHA, "min_share": c.min_share, "failures": c.failures,
             "history": history(c), "experiments": list(c.experiments), "tested": tested,
             "tested_short": tested_short,
-            "step_share": share,
+            "step_share": share, "ran": bool(counts),
             "at_paper": bool(counts) and not tested and (share is None or share >= 1),
             "budget": budget(ev, c) if budgets and verdict == INCONCLUSIVE and ev.verdicts
             else []}
@@ -206,6 +206,8 @@ def _where(r: dict[str, Any], short: bool = False) -> str:
         return f"a substitute protocol ({r['tested_short'] if short else r['tested']})"
     if r.get("step_share") is not None:
         return f"a substitute protocol ({percent(r['step_share'])} of the paper's optimiser steps)"
+    if not r.get("ran", True):
+        return "not run at this scale"
     return "—"
 
 
