@@ -6,7 +6,7 @@ hash, byte size, array shapes and dtypes, split sizes and how it was made.
 corrupt or swapped file stops a job with one paragraph naming the file and the command that
 regenerates it, instead of a zip error deep inside training (Snakemake does not rebuild an
 output that exists). :func:`verify` is the strict form the CLI and the audit use: it also
-requires the sidecar and its hash. Hashing costs about 2 s per GB, paid once per process and
+requires the sidecar and its hash. Hashing costs about 3 s per GB, paid once per process and
 file version (cached by path, size and modification time).
 """
 
