@@ -139,6 +139,129 @@ def test_dvc_pull_in_a_fresh_clone_needs_no_rerun(smoke_repo, tmp_path):
     assert bad.returncode == 1 and "g1d/anode/seed0/model.pt has changed" in bad.stdout
 
 
+SMOKE_TABLES = ("anode_toy", "affjord_toy", "node_adjoint", "anode_images", "affjord_images",
+                "rnode_images", "rnode_ablation", "affjord_rnode", "primer_flows")
+
+
+def _audit_tree(repo, monkeypatch, capsys) -> tuple[int, str]:
+    """`odeflows audit results/smoke --verify` in ``repo``, in this process (torch is loaded)."""
+    from odeflows.cli import main
+
+    monkeypatch.chdir(repo)
+    capsys.readouterr()
+    rc = main(["audit", "results/smoke", "--verify"])
+    return rc, capsys.readouterr().out
+
+
+def _failed(out: str) -> set[str]:
+    return set(re.findall(r"^FAILED  (\S+)", out, flags=re.M))
+
+
+def test_audit_of_the_whole_tree_passes_untouched(smoke_repo, monkeypatch, capsys):
+    rc, out = _audit_tree(smoke_repo, monkeypatch, capsys)
+    assert rc == 0, out[-3000:]
+    for exp in SMOKE_TABLES:  # one summary line per table, node_adjoint's included
+        assert re.search(rf"^OK      results/smoke/tables/{exp}\.csv \(\d+ rows", out, re.M)
+    assert "OK      data/prepared/smoke/g1d.npz (matches its sidecar)" in out
+    assert "OK      dvc: `dvc status smoke`" in out
+    assert "no table cites" not in out
+    assert out.strip().splitlines()[-1].startswith("verify results/smoke: OK — 9 tables")
+
+
+def _swap(a, b):
+    data = a.read_bytes()
+    a.write_bytes(b.read_bytes())
+    b.write_bytes(data)
+
+
+def _edit_json(path, edit):
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+def _flip_64_bytes(path):
+    data = bytearray(path.read_bytes())
+    data[1000:1064] = bytes(b ^ 0xFF for b in data[1000:1064])
+    path.write_bytes(bytes(data))
+
+
+RUNS = "results/smoke/runs"
+# each fault, the tables it must fail (nothing else) and the file the report must name
+FAULTS = {
+    "edited per-seed metric": (
+        lambda t: _edit_json(t / RUNS / "anode_toy/g1d/node/seed0/eval.json",
+                             lambda d: d.update(test_loss=d["test_loss"] + 0.5)),
+        {"anode_toy"}, "anode_toy/g1d/node/seed0/eval.json has changed"),
+    "swapped checkpoint": (
+        lambda t: _swap(t / RUNS / "anode_toy/g1d/anode/seed0/model.pt",
+                        t / RUNS / "anode_toy/g1d/node/seed0/model.pt"),
+        {"anode_toy"}, "anode_toy/g1d/anode/seed0/model.pt has changed"),
+    "edited config": (
+        lambda t: _edit_json(t / RUNS / "affjord_toy/hash/ffjord/seed0/config.json",
+                             lambda d: d["train"].update(lr=d["train"]["lr"] * 2)),
+        {"affjord_toy"}, "affjord_toy/hash/ffjord/seed0/config.json does not hash"),
+    "corrupt prepared file": (
+        lambda t: _flip_64_bytes(t / "data/prepared/smoke/g1d.npz"),
+        {"anode_toy"}, "dataset data/prepared/smoke/g1d.npz no longer matches"),
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_audit_of_the_whole_tree_fails_in_the_right_table(smoke_repo, tmp_path, monkeypatch,
+                                                          capsys, fault):
+    tree = tmp_path / "copy"
+    for part in ("results/smoke", "data/prepared/smoke"):
+        shutil.copytree(smoke_repo / part, tree / part)
+    inject, tables, names = FAULTS[fault]
+    inject(tree)
+    rc, out = _audit_tree(tree, monkeypatch, capsys)
+    assert rc == 1, out[-3000:]
+    failed = {t for t in _failed(out) if t.startswith("results/smoke/tables/")}
+    assert failed == {f"results/smoke/tables/{t}.csv" for t in tables}, out[-3000:]
+    table_block = out.split(f"FAILED  results/smoke/tables/{min(tables)}.csv")[1]
+    assert names in table_block.split("\nOK ")[0]  # named under its table
+    assert "note: dvc not checked" in out  # the copy is not a DVC repository
+    if fault == "corrupt prepared file":
+        assert "FAILED  data/prepared/smoke/g1d.npz" in out and "odeflows prepare" in out
+    assert out.strip().splitlines()[-1].startswith("verify results/smoke: FAILED")
+
+
+def test_a_corrupt_object_in_the_remote_is_caught(smoke_repo, tmp_path):
+    """DVC trusts an object's name unless the remote is set to `verify`: the default remote is,
+    so `dvc pull` refuses a corrupt object; without it the audit still names the file."""
+    _run(["dvc", "push", "smoke"], smoke_repo)
+    _run([*GIT, "add", "dvc.lock"], smoke_repo)
+    _run([*GIT, "commit", "-qm", "results"], smoke_repo, check=False)  # done if committed
+    remote = tmp_path / "remote"
+    shutil.copytree(_run(["dvc", "remote", "list", "--local"], smoke_repo).stdout.split()[1],
+                    remote)
+    side = json.loads((smoke_repo / "results/smoke/tables/anode_toy.provenance.json")
+                      .read_text())
+    run = next(r for row in side["rows"] for r in row["runs"]
+               if r["run_dir"].endswith("g1d/node/seed0"))
+    md5 = run["file_md5"]["eval.json"]
+    obj = remote / "files" / "md5" / md5[:2] / md5[2:]
+    obj.write_bytes(obj.read_bytes() + b"appended")
+    outcomes = {}
+    for verify in ("true", "false"):
+        clone = tmp_path / f"clone-{verify}"
+        _run(["git", "clone", "-q", str(smoke_repo), str(clone)], tmp_path)
+        _run(["dvc", "remote", "modify", "--local", "local", "url", str(remote)], clone)
+        if verify == "false":  # "true" is the committed default (.dvc/config)
+            _run(["dvc", "remote", "modify", "--local", "local", "verify", verify], clone)
+        outcomes[verify] = (_run(["dvc", "pull", "smoke"], clone, check=False), clone)
+    pulled, clone = outcomes["true"]
+    assert pulled.returncode != 0
+    assert not (clone / run["run_dir"] / "eval.json").exists()
+    pulled, clone = outcomes["false"]
+    assert pulled.returncode == 0  # DVC copies the corrupt object without a word
+    audit = _run(["odeflows", "audit", "results/smoke", "--verify"], clone, check=False)
+    assert audit.returncode == 1
+    assert "FAILED  results/smoke/tables/anode_toy.csv" in audit.stdout
+    assert "g1d/node/seed0/eval.json has changed" in audit.stdout
+
+
 def test_changing_one_value_reruns_only_its_runs(smoke_repo):
     path = smoke_repo / "config" / "experiments" / "affjord_toy.yaml"
     original = path.read_text()

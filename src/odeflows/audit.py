@@ -1,6 +1,8 @@
 """Audit a table: show the runs behind every row, and with ``verify`` recompute every cell from
 the per-seed files, check every recorded hash, and check that the code which produced each run
-is the code in this tree.
+is the code in this tree. :func:`audit_tree` does that for every table of ``results/<scale>``
+and also checks the prepared data against their sidecars, lists run directories no table cites
+and asks DVC whether the tree matches ``dvc.lock``: the one command to run after ``dvc pull``.
 
 The provenance sidecar (``<table>.provenance.json``, written by ``aggregate``) names, per row,
 the run directories with their seed, config hash, code versions, git commit and dirty flag, data
@@ -12,7 +14,9 @@ are judged by the content of the code that computes a result (see
 
 from __future__ import annotations
 
+import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,8 @@ import pandas as pd
 from odeflows import provenance
 from odeflows.aggregate import TableTask, reference_numbers, run_rows
 from odeflows.config import config_hash
+from odeflows.data.prepared import PreparedDataError, regenerate_hint
+from odeflows.data.prepared import verify as verify_prepared
 from odeflows.rundir import RunDir
 from odeflows.tasks import get_task
 
@@ -33,10 +39,15 @@ class AuditReport:
     problems: list[str] = field(default_factory=list)
     code_changes: list[str] = field(default_factory=list)  # reported; fatal unless accepted
     accept_code_changes: bool = False
+    datasets: set[str] = field(default_factory=set)  # prepared files the runs were trained on
 
     @property
     def ok(self) -> bool:
         return not self.problems and (self.accept_code_changes or not self.code_changes)
+
+    @property
+    def runs(self) -> list[str]:
+        return list(dict.fromkeys(r["run_dir"] for row in self.rows for r in row["runs"]))
 
 
 def sidecar_of(table: str | Path) -> Path:
@@ -57,7 +68,16 @@ def _close(a: Any, b: Any) -> bool:
     return math.isclose(fa, fb, rel_tol=1e-9, abs_tol=1e-12)
 
 
-def _check_run(run: dict[str, Any], problems: list[str], code: list[str], where: str) -> None:
+def _recorded_code(recorded: Any) -> tuple[str | None, dict[str, str]]:
+    """(version, module digests) of a recorded code version: memory-profile evaluations store
+    the whole ``code_version()`` result, every other record only its version string."""
+    if isinstance(recorded, dict):
+        return recorded.get("version"), recorded.get("modules") or {}
+    return recorded, {}
+
+
+def _check_run(run: dict[str, Any], problems: list[str], code: list[str], where: str,
+               datasets: set[str]) -> None:
     rd = RunDir(run["run_dir"])
     for name, recorded in (run.get("file_md5") or {}).items():
         f = rd.file(name)
@@ -73,14 +93,18 @@ def _check_run(run: dict[str, Any], problems: list[str], code: list[str], where:
     record = rd.record()
     data = record.get("data", {})
     path, sha = data.get("path"), data.get("sha256")
-    if path and sha and Path(path).exists() and provenance.sha256_file(path) != sha:
+    if path:
+        datasets.add(path)
+    if path and sha and Path(path).exists() and provenance.sha256_current(path) != sha:
         problems.append(f"{where}: dataset {path} no longer matches the hash the run "
-                        f"recorded ({sha[:12]}…); re-create it with `snakemake {path}`")
+                        f"recorded ({sha[:12]}…); {regenerate_hint(path, data.get('dataset'))}")
     if cfg is None:
         return
-    for stage, recorded, modules in (
+    for stage, stored, train_modules in (
             ("train", record.get("code_version"), record.get("code_modules") or {}),
             ("evaluate", (rd.evaluation() or {}).get("code_version"), {})):
+        recorded, modules = _recorded_code(stored)
+        modules = modules or train_modules
         if recorded is None:
             continue
         now = provenance.code_version(stage, cfg)
@@ -105,8 +129,11 @@ def audit(table: str | Path, verify: bool = False,
     run_dirs = list(dict.fromkeys(r["run_dir"] for row in side["rows"] for r in row["runs"]))
     task = TableTask([get_task(t) for t in side["tasks"]], side.get("columns"))
     recomputed = task.summarise(run_rows(run_dirs), reference_numbers())
-    merged = csv.merge(recomputed, on=keys, how="outer", suffixes=("", "__recomputed"),
-                       indicator=True)
+    with warnings.catch_warnings():
+        # wide tables: pandas warns about its own column inserts, which is no finding of ours
+        warnings.simplefilter("ignore", pd.errors.PerformanceWarning)
+        merged = csv.merge(recomputed, on=keys, how="outer", suffixes=("", "__recomputed"),
+                           indicator=True)
     for _, r in merged.iterrows():
         label = "/".join(str(r[k]) for k in keys)
         if r["_merge"] != "both":
@@ -122,7 +149,8 @@ def audit(table: str | Path, verify: bool = False,
     for row in side["rows"]:
         label = "/".join(str(v) for v in row["key"].values())
         for run in row["runs"]:
-            _check_run(run, problems, report.code_changes, f"row {label}, seed {run.get('seed')}")
+            _check_run(run, problems, report.code_changes, f"row {label}, seed {run.get('seed')}",
+                       report.datasets)
     made_by = (side.get("code_versions") or {}).get("aggregate")
     now = provenance.code_version("aggregate", plugins=side.get("modules") or [])["version"]
     if made_by and made_by != now:
@@ -155,4 +183,123 @@ def format_report(report: AuditReport) -> str:
                    else "VERIFY FAILED")
         lines.append(f"{verdict}: {len(report.code_changes)} result(s) made by other code")
         lines += [f"  - {p}" for p in report.code_changes]
+    return "\n".join(lines)
+
+
+# -- the whole tree of a scale ---------------------------------------------------------------------
+@dataclass
+class TreeReport:
+    tree: Path
+    tables: list[AuditReport]
+    prepared: list[tuple[str, str | None]]  # (file, problem or None)
+    uncited: list[str]  # run directories no table cites: reported, not fatal
+    dvc: tuple[bool | None, str]
+    problems: list[str] = field(default_factory=list)  # of the tree itself (sidecars missing)
+
+    @property
+    def ok(self) -> bool:
+        return (not self.problems and all(t.ok for t in self.tables)
+                and all(p is None for _, p in self.prepared) and self.dvc[0] is not False)
+
+
+def _table_paths(tables_dir: Path) -> tuple[list[Path], list[str]]:
+    """The tables with a provenance sidecar, and a problem for each experiment table whose
+    sidecar is missing (``<exp>_runs.csv`` marks an experiment's table)."""
+    tables = sorted(p.with_name(p.name.removesuffix(".provenance.json") + ".csv")
+                    for p in tables_dir.glob("*.provenance.json"))
+    problems = [f"table {t}: no provenance sidecar {t.with_suffix('')}.provenance.json, so it "
+                f"cannot be audited; regenerate it with `snakemake --forcerun aggregate {t}`"
+                for t in sorted(tables_dir.glob("*.csv"))
+                if t.with_name(t.stem + "_runs.csv").exists() and t not in tables]
+    problems += [f"table {t}: missing beside its provenance sidecar" for t in tables
+                 if not t.exists()]
+    return [t for t in tables if t.exists()], problems
+
+
+def _audit_table(table: Path, accept_code_changes: bool) -> AuditReport:
+    try:
+        return audit(table, verify=True, accept_code_changes=accept_code_changes)
+    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as err:
+        report = AuditReport(table, [], accept_code_changes=accept_code_changes)
+        report.problems.append(f"cannot be audited: {type(err).__name__}: {err}")
+        return report
+
+
+def _check_prepared(files: list[str]) -> list[tuple[str, str | None]]:
+    out: list[tuple[str, str | None]] = []
+    for f in files:
+        try:
+            verify_prepared(f)
+            out.append((f, None))
+        except PreparedDataError as err:
+            out.append((f, str(err)))
+    return out
+
+
+def _run_dirs(runs_dir: Path) -> list[Path]:
+    return sorted(p for p in runs_dir.glob("*/*/*/seed*") if p.is_dir())
+
+
+def audit_tree(tree: str | Path, accept_code_changes: bool = False,
+               root: str | Path = ".") -> TreeReport:
+    """Verify ``results/<scale>`` as a whole: every table (as :func:`audit` with ``verify``),
+    every prepared file of ``data/prepared/<scale>`` and every one a run was trained on against
+    its sidecar, the run directories no table cites, and ``dvc status <scale>`` where DVC
+    versions ``root`` (the project directory, which run paths in the sidecars are relative
+    to)."""
+    tree, root = Path(tree), Path(root)
+    if not (tree / "tables").is_dir():
+        raise FileNotFoundError(f"{tree} has no tables/ directory: pass results/<scale> of a "
+                                "finished workflow (or `dvc pull <scale>` first)")
+    scale = tree.name
+    paths, problems = _table_paths(tree / "tables")
+    tables = [_audit_table(t, accept_code_changes) for t in paths]
+    prepared_dir = root / "data" / "prepared" / scale
+    files = {Path(p).resolve(): str(p) for p in sorted(prepared_dir.glob("*.npz"))}
+    for d in sorted({d for t in tables for d in t.datasets}):
+        files.setdefault((root / d).resolve(), str(root / d))
+    prepared = _check_prepared(list(files.values()))
+    cited = {(root / r).resolve() for t in tables for r in t.runs}
+    uncited = [str(p) for p in _run_dirs(tree / "runs") if p.resolve() not in cited]
+    return TreeReport(tree, tables, prepared, uncited, provenance.dvc_status(root, scale),
+                      problems)
+
+
+def _table_line(report: AuditReport) -> str:
+    runs = len(report.runs)
+    if report.ok and not report.code_changes:
+        return f"OK      {report.table} ({len(report.rows)} rows, {runs} runs)"
+    if report.ok:
+        return (f"OK      {report.table} ({len(report.rows)} rows, {runs} runs; "
+                f"{len(report.code_changes)} made by other code, accepted)")
+    fatal = len(report.problems) + (0 if report.accept_code_changes else len(report.code_changes))
+    return f"FAILED  {report.table} ({fatal} problem(s))"
+
+
+def format_tree(report: TreeReport) -> str:
+    """One summary line per table (its problems below it), then the prepared data, uncited run
+    directories, DVC and a verdict."""
+    lines = [f"audit of {report.tree}"]
+    for t in report.tables:
+        lines.append(_table_line(t))
+        lines += [f"    - {p}" for p in t.problems]
+        lines += [f"    - {p}" for p in t.code_changes]
+    lines += [f"FAILED  {p}" for p in report.problems]
+    for f, problem in report.prepared:
+        lines.append(f"OK      {f} (matches its sidecar)" if problem is None
+                     else f"FAILED  {f}\n    - {problem}")
+    if report.uncited:
+        lines.append(f"note: {len(report.uncited)} run director(y/ies) no table cites (left by an "
+                     "earlier configuration, e.g. more seeds; not part of any result):")
+        lines += [f"    {u}" for u in report.uncited]
+    clean, said = report.dvc
+    lines.append(("OK      dvc: " if clean else "FAILED  dvc: " if clean is False
+                  else "note: dvc ") + said)
+    bad = [str(t.table) for t in report.tables if not t.ok]
+    bad += [f for f, p in report.prepared if p is not None]
+    bad += ["dvc status"] * (clean is False) + ["tables without provenance"] * bool(
+        report.problems)
+    lines.append(f"verify {report.tree}: OK — {len(report.tables)} tables, "
+                 f"{len(report.prepared)} prepared files" if report.ok
+                 else f"verify {report.tree}: FAILED — {', '.join(bad)}")
     return "\n".join(lines)

@@ -106,10 +106,12 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from odeflows.config import RunSpec, resolve_run
+    from odeflows.data.prepared import verify
     from odeflows.tasks import get_task
 
     spec = RunSpec(args.scale, args.experiment, args.dataset, args.model, args.seed)
     cfg = resolve_run(spec, args.config_dir, args.modules or ())
+    verify(args.data)  # before the run directory exists: a bad input leaves nothing behind
     summary = get_task(cfg["task"]).execute(cfg, args.data, args.out or spec.path,
                                             progress=not args.quiet)
     print(json.dumps(summary, indent=2))
@@ -117,6 +119,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from odeflows.data.prepared import verify
     from odeflows.rundir import RunDir
     from odeflows.tasks import get_task
 
@@ -124,6 +127,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if cfg is None:
         raise FileNotFoundError(f"{Path(args.run) / 'config.json'} is missing: train the run "
                                 "first")
+    verify(args.data)
     result = get_task(cfg["task"]).evaluate_run(args.run, args.data)
     print(json.dumps(result, indent=2, default=str))
     return 0
@@ -168,8 +172,16 @@ def cmd_parameters(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from odeflows.audit import audit, format_report
+    from odeflows.audit import audit, audit_tree, format_report, format_tree
 
+    if Path(args.table).is_dir():
+        if not args.verify:
+            raise FileNotFoundError(f"{args.table} is a directory: audit it as a whole with "
+                                    f"`odeflows audit {args.table} --verify`, or show one table "
+                                    f"with `odeflows audit {args.table}/tables/<experiment>.csv`")
+        tree = audit_tree(args.table, accept_code_changes=args.accept_code_changes)
+        print(format_tree(tree))
+        return 0 if tree.ok else 1
     report = audit(args.table, verify=args.verify, accept_code_changes=args.accept_code_changes)
     print(format_report(report))
     if args.verify:
@@ -292,11 +304,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_claims)
 
     p = sub.add_parser("audit", help="show the runs behind every cell of a table; --verify "
-                                     "recomputes cells and checks hashes and code versions")
-    p.add_argument("table", help="results/<scale>/tables/<experiment>.csv")
+                                     "recomputes cells and checks hashes and code versions, of "
+                                     "one table or of a whole results/<scale> tree")
+    p.add_argument("table", help="results/<scale>/tables/<experiment>.csv, or results/<scale> "
+                                 "(with --verify; run from the project directory)")
     p.add_argument("--verify", action="store_true",
                    help="recompute every cell from per-seed files, check every hash and that "
-                        "each run was made by this tree's code; exit 1 on any mismatch")
+                        "each run was made by this tree's code; for results/<scale> also the "
+                        "prepared data, uncited run directories and `dvc status`; exit 1 on "
+                        "any mismatch")
     p.add_argument("--accept-code-changes", action="store_true",
                    help="with --verify: report results made by other code, but do not fail")
     p.set_defaults(func=cmd_audit)
@@ -309,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from odeflows.data.images import CorruptRawData
+    from odeflows.data.prepared import PreparedDataError
     from odeflows.plugins import PluginError
     from odeflows.registry import UnknownName
 
@@ -317,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"odeflows: {err}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, UnknownName, PluginError) as err:
+    except (FileNotFoundError, UnknownName, PluginError, PreparedDataError,
+            CorruptRawData) as err:
         print(f"odeflows: {err}", file=sys.stderr)
         return 2
     except BrokenPipeError:

@@ -36,6 +36,12 @@ def md5_file(path: str | Path) -> str:
     return file_digest(path, "md5")
 
 
+def sha256_current(path: str | Path) -> str:
+    """SHA-256 of a file, computed once per process and version of the file (path, size,
+    modification time): for checks that meet the same large file many times."""
+    return _digest(_stat_key(Path(path)))
+
+
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -211,6 +217,29 @@ def git_state(cwd: str | Path = ".") -> dict[str, Any]:
     status = run("status", "--porcelain", "--", ".", ":!results", ":!data", ":!.snakemake",
                  ":!logs")
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def dvc_status(root: str | Path, stage: str) -> tuple[bool | None, str]:
+    """``(clean, what dvc said)`` of ``dvc status <stage>`` in ``root``; ``clean`` is None when
+    DVC does not version ``root`` (no ``.dvc/`` or ``dvc.lock``) or cannot run there."""
+    root = Path(root)
+    missing = [n for n in (".dvc", "dvc.lock") if not (root / n).exists()]
+    if missing:
+        return None, f"not checked: {root.resolve()} has no {' and no '.join(missing)}"
+    try:
+        out = subprocess.run(["dvc", "status", "--json", stage], cwd=root, capture_output=True,
+                             text=True, timeout=900)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return None, f"not checked: `dvc status {stage}` could not run ({err})"
+    if out.returncode != 0:
+        return False, f"`dvc status {stage}` failed: {(out.stderr or out.stdout).strip()}"
+    try:
+        changes = json.loads(out.stdout or "{}")
+    except json.JSONDecodeError:
+        return None, f"not checked: `dvc status {stage}` printed no JSON"
+    if not changes:
+        return True, f"`dvc status {stage}`: outputs and dependencies match dvc.lock"
+    return False, f"`dvc status {stage}` lists changes since dvc.lock: {json.dumps(changes)}"
 
 
 def package_versions() -> dict[str, str | None]:

@@ -59,6 +59,8 @@ Dataset notes (what each name means exactly):
 from __future__ import annotations
 
 import functools
+import pickle
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,7 +113,8 @@ class MissingRawData(FileNotFoundError):
 
 
 class CorruptRawData(ValueError):
-    """A raw file differs from the one torchvision publishes a checksum for."""
+    """A raw file differs from the one torchvision publishes a checksum for, or is not in the
+    format or size the dataset's layout expects; the message names the file and the layout."""
 
 
 def _tv_hint(name: str, manual: str) -> str:
@@ -293,12 +296,35 @@ def _chw(img: Any) -> np.ndarray:
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
 
-def _read_image(path: Path, size: int, crop: int | None = None) -> np.ndarray:
-    """One RGB image file as uint8 (3, size, size): optionally centre-cropped to ``crop``."""
+#: (width, height) of the images of the folder datasets, checked before any crop or resize
+_NATIVE_SIZE = {"celeba32": (178, 218), "celeba64": (178, 218), "tinyimagenet": (64, 64),
+                "celebahq256": (256, 256)}
+
+
+def _layout(ds: ImageDataset, root: Path) -> str:
+    """Where and in what form ``ds``'s raw files are expected, for error messages."""
+    w, h = _NATIVE_SIZE.get(ds.name, ds.shape[:0:-1])
+    files = ", ".join(str(root / f) for f in ds.files)
+    return (f"{ds.name} expects {files} holding {w}x{h} 8-bit images (layout: the docstring "
+            f"of odeflows.data.images); to get the files: {_hint(ds, root)}")
+
+
+def _read_image(path: Path, size: int, crop: int | None = None,
+                ds: ImageDataset | None = None, root: Path = Path()) -> np.ndarray:
+    """One RGB image file as uint8 (3, size, size): optionally centre-cropped to ``crop``; a
+    file that is no image, or not ``ds``'s native size, raises :class:`CorruptRawData`."""
     from PIL import Image
 
-    with Image.open(path) as im:
-        img = im.convert("RGB")
+    where = f"; {_layout(ds, root)}" if ds is not None else ""
+    try:
+        with Image.open(path) as im:
+            img = im.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as err:
+        raise CorruptRawData(f"raw image {path} cannot be decoded ({err}){where}") from None
+    native = _NATIVE_SIZE.get(ds.name) if ds is not None else None
+    if native is not None and img.size != native:
+        raise CorruptRawData(f"raw image {path} is {img.width}x{img.height} where "
+                             f"{native[0]}x{native[1]} is expected{where}")
     if crop is not None:
         # torchvision CenterCrop's rounding, so the crop matches the usual pipeline exactly
         left = int(round((img.width - crop) / 2.0))
@@ -309,10 +335,11 @@ def _read_image(path: Path, size: int, crop: int | None = None) -> np.ndarray:
     return _chw(img)
 
 
-def _read_images(paths: Sequence[Path], size: int, crop: int | None = None) -> np.ndarray:
+def _read_images(paths: Sequence[Path], size: int, crop: int | None = None,
+                 ds: ImageDataset | None = None, root: Path = Path()) -> np.ndarray:
     out = np.empty((len(paths), 3, size, size), dtype=np.uint8)
     for i, p in enumerate(paths):
-        out[i] = _read_image(p, size, crop)
+        out[i] = _read_image(p, size, crop, ds, root)
     return out
 
 
@@ -386,7 +413,13 @@ def _tv_split(ds: ImageDataset, root: Path, download: bool, verify: bool,
         _require(ds, root, download)
     if verify:
         _verify_md5(ds.name, cls, root)
-    return _unchecked(cls)(str(folder), download=False, **kwargs)
+    try:
+        return _unchecked(cls)(str(folder), download=False, **kwargs)
+    except (RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as err:
+        # torchvision parses the files here: a truncated or foreign file fails inside it
+        raise CorruptRawData(f"raw files of {ds.name} under {folder} cannot be parsed by "
+                             f"torchvision's {ds.torchvision} ({type(err).__name__}: {err}); "
+                             f"{_layout(ds, root)}") from None
 
 
 def _load_mnist(ds: ImageDataset, root: Path, download: bool, verify: bool,
@@ -421,7 +454,8 @@ def _load_celeba(ds: ImageDataset, root: Path, download: bool, verify: bool,
         tv = _tv_split(ds, root, download, verify and split == "train", root, split=tv_split,
                        target_type=[])
         img_dir = root / "celeba" / "img_align_celeba"
-        out[f"x_{split}"] = _read_images([img_dir / f for f in tv.filename], size, CELEBA_CROP)
+        out[f"x_{split}"] = _read_images([img_dir / f for f in tv.filename], size, CELEBA_CROP,
+                                         ds, root)
         out[f"y_{split}"] = np.zeros(len(tv.filename), dtype=np.int64)
     return _arrays(**out)
 
@@ -445,23 +479,51 @@ def _load_tinyimagenet(ds: ImageDataset, root: Path, download: bool, verify: boo
         raise MissingRawData(ds.name, missing or [base / "wnids.txt"], _hint(ds, root),
                              " or incomplete")
     train = [(p, index[w]) for w, f in zip(wnids, folders, strict=True) for p in _image_files(f)]
-    return _arrays(_read_images([p for p, _ in train], size), [y for _, y in train],
-                   _read_images([p for p, _ in test], size), [y for _, y in test])
+    return _arrays(_read_images([p for p, _ in train], size, ds=ds, root=root),
+                   [y for _, y in train],
+                   _read_images([p for p, _ in test], size, ds=ds, root=root),
+                   [y for _, y in test])
+
+
+def _npz_expected(shape: tuple[int, int, int]) -> str:
+    return (f"an npz with 'data' (N, {int(np.prod(shape))}) uint8 rows of "
+            f"{shape[1]}x{shape[2]}x{shape[0]} images in C,H,W order and 'labels' (N,) in "
+            "1..1000, as image-net.org distributes the downsampled ImageNet")
+
+
+def _npz_arrays(path: Path, shape: tuple[int, int, int], keys: Sequence[str]) -> list[Any]:
+    try:
+        with np.load(path) as f:
+            return [f[k] for k in keys]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        raise CorruptRawData(f"raw file {path} cannot be read ({type(err).__name__}: {err}); "
+                             f"expected {_npz_expected(shape)}") from None
+
+
+def _npz_batch(path: Path, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """``data`` as (N, C, H, W) and ``labels`` of one image-net.org batch, or
+    :class:`CorruptRawData` naming the file and the expected layout."""
+    x, y = _npz_arrays(path, shape, ("data", "labels"))
+    y = np.asarray(y).reshape(-1)
+    expected = _npz_expected(shape)
+    if x.ndim != 2 or x.shape[1] != int(np.prod(shape)) or len(x) != len(y) \
+            or x.dtype != np.uint8:
+        raise CorruptRawData(f"raw file {path} holds 'data' {x.shape} {x.dtype} and "
+                             f"{len(y)} labels; expected {expected}")
+    return x.reshape(len(x), *shape), y
 
 
 def _load_npz_batches(paths: Sequence[Path], shape: tuple[int, int, int]) -> tuple[Any, Any]:
     """Concatenate image-net.org npz batches into one preallocated array (no 2x peak memory)."""
     counts = []
     for p in paths:
-        with np.load(p) as f:
-            counts.append(len(f["labels"]))
+        counts.append(len(_npz_arrays(p, shape, ("labels",))[0]))
     x = np.empty((sum(counts), *shape), dtype=np.uint8)
     y = np.empty(sum(counts), dtype=np.int64)
     start = 0
     for p, n in zip(paths, counts, strict=True):
-        with np.load(p) as f:
-            x[start:start + n] = f["data"].reshape(n, *shape)
-            y[start:start + n] = np.asarray(f["labels"]).reshape(-1) - 1  # labels are 1-based
+        xb, yb = _npz_batch(p, shape)
+        x[start:start + n], y[start:start + n] = xb, yb - 1  # labels are 1-based
         start += n
     if len(y) and (y.min() < 0 or y.max() >= 1000):
         raise ValueError(f"imagenet64 labels outside 1..1000 in {paths[0].parent}")
@@ -484,7 +546,7 @@ def _load_celebahq256(ds: ImageDataset, root: Path, download: bool, verify: bool
         if not paths:
             raise MissingRawData(ds.name, [root / "celebahq256" / folder / "*.png"],
                                  _hint(ds, root), " (empty folder)")
-        out[f"x_{split}"] = _read_images(paths, size)
+        out[f"x_{split}"] = _read_images(paths, size, ds=ds, root=root)
         out[f"y_{split}"] = np.zeros(len(paths), dtype=np.int64)
     return _arrays(**out)
 
