@@ -260,3 +260,12 @@ def test_snakemake_rejects_a_bad_default_the_scale_overrides(tmp_path, edit, fra
         assert fragment in out.stderr, out.stderr
     assert "Traceback" not in out.stderr and "Exception" not in out.stderr
     assert not (tmp_path / "results").exists() and not (tmp_path / "data").exists()
+
+
+@pytest.mark.slow
+def test_snakemake_reports_a_bad_workflow_config_as_odeflows_does(tmp_path):
+    shutil.copytree(CONFIG, tmp_path / "config")
+    out = _snakemake_dry_run(tmp_path, "5", "anode_toy")
+    assert out.returncode != 0
+    assert "odeflows configuration error" in out.stderr and "config: scale: 5" in out.stderr
+    assert "Traceback" not in out.stderr and "ValidationError" not in out.stderr
