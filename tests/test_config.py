@@ -258,6 +258,22 @@ def test_every_problem_is_reported_at_once(tmp_path):
     assert msg.count("model_cfg.hiden") <= 3
 
 
+def test_a_file_failing_its_schema_still_reports_its_layers(tmp_path):
+    cdir = _copy_config(tmp_path)
+
+    def several(d):
+        d["defaults"]["solver"]["rtol"] = float("inf")  # the file's schema
+        d["defaults"]["train"]["lr"] = float("nan")  # the layer's declared options
+        d["model_settings"]["node"]["model_cfg"]["hiden"] = 3
+    _edit(cdir / "experiments" / "anode_toy.yaml", several)
+    with pytest.raises(ConfigError) as err:
+        plan({"scale": "smoke", "experiments": ["anode_toy"], "config_dir": str(cdir)})
+    assert len(err.value.problems) == 3, err.value
+    for fragment in ("defaults.solver.rtol: inf", "defaults.train.lr: nan",
+                     "model_settings.node.model_cfg.hiden: unknown key (did you mean 'hidden'"):
+        assert fragment in str(err.value)
+
+
 def test_unknown_scale_experiment_and_workflow_key():
     with pytest.raises(ConfigError, match="smoke, laptop, workstation, paper"):
         run_matrix({"scale": "huge", "config_dir": str(ROOT / "config")})

@@ -479,16 +479,20 @@ def plan(config: dict[str, Any]) -> Plan:
     scale, config_dir = cfg["scale"], cfg["config_dir"]
     problems: list[str] = []
     experiments: dict[str, dict[str, Any]] = {}
+    malformed = []
     for exp_id in cfg["experiments"]:
         try:
             experiments[exp_id] = load_experiment(exp_id, config_dir)
         except ConfigError as err:
             problems += err.problems
+            malformed.append(exp_id)
     modules = _modules_of(cfg, experiments.values())
     try:
         plugins.load(modules)
     except ImportError as err:
         raise ConfigError(problems + [str(err)]) from None
+    for exp_id in malformed:
+        problems += [p for p in _malformed_layer_problems(exp_id, config_dir) if p not in problems]
     try:
         datasets = load_datasets(config_dir)
         scales = load_scales(config_dir)
@@ -550,6 +554,16 @@ def plan(config: dict[str, Any]) -> Plan:
     return result
 
 
+def _malformed_layer_problems(exp_id: str, config_dir: str | Path) -> list[str]:
+    """The problems of the settings layers of an experiment file that fails its schema."""
+    path = Path(config_dir) / "experiments" / f"{exp_id}.yaml"
+    try:
+        raw = load_yaml(path)
+    except ConfigError:
+        return []  # already reported
+    return [text for _, _, text in _layer_problems(raw, str(path))]
+
+
 def _layer_problems(exp: dict[str, Any], where: str) -> list[tuple[str, str, str]]:
     """(layer, key, message) of every value of every settings layer of an experiment file, at
     every scale, that the options declared for its section do not accept: model_cfg those of the
@@ -558,8 +572,10 @@ def _layer_problems(exp: dict[str, Any], where: str) -> list[tuple[str, str, str
     from odeflows.models import MODELS
 
     registered = set(MODELS.names())
-    variants = exp.get("variants", {})
-    shared = {variants.get(m, m) for m in exp["models"]} & registered
+    variants = {k: v for k, v in (exp.get("variants") or {}).items() if isinstance(v, str)} \
+        if isinstance(exp.get("variants"), dict) else {}
+    models = exp["models"] if isinstance(exp.get("models"), list) else []
+    shared = {variants.get(m, m) for m in models if isinstance(m, str)} & registered
     problems = []
     for layer, model, settings in config_checks.experiment_layers(exp):
         bases = shared if model is None else {variants.get(model, model)} & registered

@@ -153,20 +153,26 @@ def layer_problems(layer: dict[str, Any] | None, options: Options,
     return messages(_layer_validator(blob), layer, prefix)
 
 
+def _mapping(value: Any) -> dict[Any, Any]:
+    # a file that fails its schema is still walked, for the problems of its other layers
+    return value if isinstance(value, dict) else {}
+
+
 def experiment_layers(exp: dict[str, Any]) -> Iterable[tuple[str, str | None, dict[str, Any]]]:
     """(layer name, the model it applies to or None for layers every model shares, settings) of
     every settings layer of an experiment file, at every scale."""
     yield "defaults", None, exp.get("defaults")
-    for model, layer in (exp.get("model_settings") or {}).items():
+    for model, layer in _mapping(exp.get("model_settings")).items():
         yield f"model_settings.{model}", model, layer
-    for dataset, layer in (exp.get("dataset_settings") or {}).items():
+    for dataset, layer in _mapping(exp.get("dataset_settings")).items():
         yield f"dataset_settings.{dataset}", None, layer
-    for dataset, cells in (exp.get("dataset_model_settings") or {}).items():
-        for model, layer in (cells or {}).items():
+    for dataset, cells in _mapping(exp.get("dataset_model_settings")).items():
+        for model, layer in _mapping(cells).items():
             yield f"dataset_model_settings.{dataset}.{model}", model, layer
-    for scale, entry in (exp.get("scales") or {}).items():
+    for scale, entry in _mapping(exp.get("scales")).items():
+        entry = _mapping(entry)
         yield f"scales.{scale}.overrides", None, entry.get("overrides")
-        for dataset, layer in (entry.get("dataset_overrides") or {}).items():
+        for dataset, layer in _mapping(entry.get("dataset_overrides")).items():
             yield f"scales.{scale}.dataset_overrides.{dataset}", None, layer
-        for model, layer in (entry.get("model_overrides") or {}).items():
+        for model, layer in _mapping(entry.get("model_overrides")).items():
             yield f"scales.{scale}.model_overrides.{model}", model, layer
