@@ -6,7 +6,10 @@ their registries. Data flows one way: the workflow config names a scale and expe
 matrix is experiment × dataset × model × seed at that scale; each run's configuration is resolved
 by deep merging the experiment's layers, completed with the defaults its model entry, its task and
 the training loop declare, and checked strictly — an unknown key anywhere is an error that names
-the key path, the file and layer that set it and, where one is close, the intended key.
+the key path, the file and layer that set it and, where one is close, the intended key. Every
+settings layer of every experiment file is also checked on its own, at every scale, so that a
+value the selected scale overrides, or one of a scale not selected, is reported now rather than
+when that scale runs; numbers must be finite.
 :func:`plan` checks everything and reports every problem at once, before anything is run or
 written.
 """
