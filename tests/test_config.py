@@ -148,6 +148,30 @@ MALFORMED = [
      ["model_cfg.field", "unknown key", "model 'node'"]),
     ("experiments/anode_toy.yaml", lambda d: d["defaults"].update(trian={"lr": 1}),
      ["defaults.trian", "did you mean 'train'"]),
+    # every layer is checked, also where the selected scale overrides the value
+    ("experiments/anode_toy.yaml", lambda d: d["defaults"]["train"].update(epochs="fifty"),
+     ["defaults.train.epochs", "'fifty' is not of type 'integer'"]),
+    ("experiments/anode_toy.yaml", lambda d: d["defaults"]["train"].update(lr=float("nan")),
+     ["train.lr", "nan is not a finite number"]),
+    ("experiments/anode_toy.yaml", lambda d: d["defaults"]["solver"].update(rtol=float("inf")),
+     ["defaults.solver.rtol", "inf is not a finite number"]),
+    ("experiments/anode_toy.yaml",
+     lambda d: d["scales"]["paper"].update(overrides={"train": {"epocs": 3}}),
+     ["scales.paper.overrides.train.epocs", "did you mean 'epochs'"]),
+    ("experiments/anode_toy.yaml",
+     lambda d: d["scales"]["laptop"]["dataset_overrides"]["g1d"]["train"].update(
+         batch_size=-float("inf")),
+     ["scales.laptop.dataset_overrides.g1d.train.batch_size", "-inf is not a finite number"]),
+    ("experiments/anode_toy.yaml",
+     lambda d: d["dataset_settings"].update(spheres1d={"model_cfg": {"hidden": "wide"}}),
+     ["dataset_settings.spheres1d.model_cfg.hidden", "'wide'"]),
+    ("experiments/anode_toy.yaml",
+     lambda d: d["scales"]["paper"].update(model_overrides={"resnet": {"model_cfg": {
+         "augment_dim": 5}}}),
+     ["scales.paper.model_overrides.resnet.model_cfg.augment_dim", "unknown key"]),
+    # a dataset no run of the selected scale uses
+    ("datasets.yaml", lambda d: d["spheres1d"]["params"].update(r2=float("nan")),
+     ["spheres1d.params.r2", "nan is not a finite number"]),
     ("experiments/anode_images.yaml", lambda d: d["models"].append("resnet"),
      ["resnet", "has no images version"]),
     ("datasets.yaml", lambda d: d["g1d"].update(params={"noise_scal": 0.1}),
@@ -180,6 +204,39 @@ def test_malformed_configuration_names_the_key(tmp_path, where, mutate, fragment
         assert fragment in msg, msg
 
 
+@pytest.mark.parametrize("scale", ["laptop", "paper"])
+@pytest.mark.parametrize("value,fragments", [
+    ("fifty", ["train.epochs", "'fifty' is not of type 'integer'"]),
+    (".nan", ["train.lr", "nan is not a finite number"])])
+def test_a_bad_value_is_reported_at_every_scale(tmp_path, capsys, scale, value, fragments):
+    """The issue's examples: `validate` at the default scale (whose overrides hide the
+    default's epochs) rejects them as the paper scale does, once, with the key path."""
+    from odeflows.cli import main
+
+    cdir = _copy_config(tmp_path)
+    path = cdir / "experiments" / "anode_toy.yaml"
+    key = "epochs: 50" if "epochs" in fragments[0] else "lr: 1.0e-3"
+    text = path.read_text()
+    assert f"    {key}\n" in text
+    path.write_text(text.replace(f"    {key}\n", f"    {key.split(':')[0]}: {value}\n", 1))
+    assert main(["validate", "--scale", scale, "--config-dir", str(cdir)]) == 2
+    err = capsys.readouterr().err
+    for fragment in fragments:
+        assert fragment in err, err
+    assert "Traceback" not in err
+    # one line per run cell that holds it, or one for the layer: never both
+    lines = [ln for ln in err.splitlines() if fragments[0] in ln]
+    assert len({"(set in defaults)" in ln for ln in lines}) == 1, err
+
+
+def test_shipped_configuration_is_valid_at_every_scale(capsys):
+    from odeflows.cli import main
+
+    for scale in ("smoke", "laptop", "workstation", "paper"):
+        assert main(["validate", "--scale", scale, "--config-dir", str(ROOT / "config")]) == 0
+        assert f"at scale {scale}" in capsys.readouterr().out
+
+
 def test_every_problem_is_reported_at_once(tmp_path):
     cdir = _copy_config(tmp_path)
 
@@ -199,6 +256,22 @@ def test_every_problem_is_reported_at_once(tmp_path):
     assert "problems" in msg.splitlines()[0]
     # one line per problem and model, not one per run and seed
     assert msg.count("model_cfg.hiden") <= 3
+
+
+def test_a_file_failing_its_schema_still_reports_its_layers(tmp_path):
+    cdir = _copy_config(tmp_path)
+
+    def several(d):
+        d["defaults"]["solver"]["rtol"] = float("inf")  # the file's schema
+        d["defaults"]["train"]["lr"] = float("nan")  # the layer's declared options
+        d["model_settings"]["node"]["model_cfg"]["hiden"] = 3
+    _edit(cdir / "experiments" / "anode_toy.yaml", several)
+    with pytest.raises(ConfigError) as err:
+        plan({"scale": "smoke", "experiments": ["anode_toy"], "config_dir": str(cdir)})
+    assert len(err.value.problems) == 3, err.value
+    for fragment in ("defaults.solver.rtol: inf", "defaults.train.lr: nan",
+                     "model_settings.node.model_cfg.hiden: unknown key (did you mean 'hidden'"):
+        assert fragment in str(err.value)
 
 
 def test_unknown_scale_experiment_and_workflow_key():

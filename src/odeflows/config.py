@@ -6,7 +6,10 @@ their registries. Data flows one way: the workflow config names a scale and expe
 matrix is experiment × dataset × model × seed at that scale; each run's configuration is resolved
 by deep merging the experiment's layers, completed with the defaults its model entry, its task and
 the training loop declare, and checked strictly — an unknown key anywhere is an error that names
-the key path, the file and layer that set it and, where one is close, the intended key.
+the key path, the file and layer that set it and, where one is close, the intended key. Every
+settings layer of every experiment file is also checked on its own, at every scale, so that a
+value the selected scale overrides, or one of a scale not selected, is reported now rather than
+when that scale runs; numbers must be finite.
 :func:`plan` checks everything and reports every problem at once, before anything is run or
 written.
 """
@@ -19,14 +22,17 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
-from referencing import Registry, Resource
 
+from odeflows import config_checks
+from odeflows.config_checks import messages as _messages
+from odeflows.config_checks import plain as _plain
+from odeflows.config_checks import schema as _schema
+from odeflows.config_checks import validator as _validator
 from odeflows.registry import UnknownName, suggest
 from odeflows.rundir import RunSpec
 
@@ -35,7 +41,6 @@ __all__ = ["ConfigError", "Plan", "RunSpec", "config_hash", "dataset_config", "d
            "models_on", "plan", "complete_config", "resolve_run", "run_matrix", "run_resources",
            "scale_entry", "validate_workflow"]
 
-SCHEMAS = ("workflow", "experiment", "run", "datasets", "scales")
 # layers of an experiment file, in merge order (later wins)
 LAYERS = ("defaults", "model_settings", "dataset_settings", "dataset_model_settings",
           "overrides", "dataset_overrides", "model_overrides")
@@ -49,51 +54,6 @@ class ConfigError(ValueError):
         n = len(self.problems)
         head = "invalid configuration" if n == 1 else f"invalid configuration: {n} problems"
         super().__init__(head + ":\n" + "\n".join(f"  - {p}" for p in self.problems))
-
-
-# -- schemas ------------------------------------------------------------------------------------
-@cache
-def _schema(name: str) -> dict[str, Any]:
-    text = resources.files("odeflows").joinpath("schemas", f"{name}.schema.yaml").read_text()
-    return {"$id": f"{name}.schema.yaml", **yaml.safe_load(text)}
-
-
-@cache
-def _registry() -> Registry:
-    return Registry().with_resources(
-        (f"{n}.schema.yaml", Resource.from_contents(_schema(n))) for n in SCHEMAS)
-
-
-def _validator(schema: dict[str, Any]) -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(schema, registry=_registry())
-
-
-def _messages(validator: jsonschema.Draft202012Validator, obj: Any,
-              prefix: str = "") -> list[tuple[str, str]]:
-    """(key path, message) of every schema violation, unknown keys with close matches."""
-    out = []
-    for err in sorted(validator.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path))):
-        path = ".".join(str(p) for p in err.absolute_path)
-        key = ".".join(p for p in (prefix, path) if p) or "<top level>"
-        schema = err.schema if isinstance(err.schema, dict) else {}
-        if err.validator == "additionalProperties" and isinstance(err.instance, dict):
-            allowed = sorted(schema.get("properties", {}))
-            for extra in sorted(set(err.instance) - set(allowed)):
-                if schema.get("patternProperties"):
-                    continue
-                where = ".".join(p for p in (key if key != "<top level>" else "", extra) if p)
-                hint = f"; allowed: {', '.join(allowed)}" if allowed else ""
-                out.append((where, f"unknown key{suggest(extra, allowed)}{hint}"))
-            continue
-        if err.validator == "enum":
-            out.append((key, f"{err.instance!r} is not allowed; allowed values: "
-                             f"{', '.join(map(str, schema.get('enum', [])))}"))
-        elif err.validator == "required":
-            out.append((key, err.message))
-        else:
-            out.append((key, f"{err.instance!r}: {err.message}"
-                        if not err.message.startswith(repr(err.instance)) else err.message))
-    return out
 
 
 def deep_merge(base: dict[str, Any], *overrides: dict[str, Any] | None) -> dict[str, Any]:
@@ -246,11 +206,6 @@ def _check_dataset(name: str, entry: dict[str, Any], where: str) -> list[str]:
     return problems
 
 
-def _plain(fragment: dict[str, Any]) -> dict[str, Any]:
-    """A declared option as a JSON schema (its default is filled in, not validated)."""
-    return {k: v for k, v in fragment.items() if k != "default"}
-
-
 # -- runs -----------------------------------------------------------------------------------------
 def scale_entry(exp: dict[str, Any], scale: str, config_dir: str | Path) -> dict[str, Any]:
     """The experiment's settings at ``scale``: its own entry (merged over the entry it
@@ -345,9 +300,10 @@ def _section_defaults(section: dict[str, Any]) -> dict[str, Any]:
 
 
 def _resolve(spec: RunSpec, exp: dict[str, Any], sc: dict[str, Any],
-             datasets: dict[str, Any], modules: list[str], config_dir: str | Path
+             datasets: dict[str, Any], modules: list[str], config_dir: str | Path,
+             flagged: set[tuple[str, str]] | None = None
              ) -> tuple[dict[str, Any] | None, list[str]]:
-    """(resolved config, problems) of one run."""
+    """(resolved config, problems) of one run; ``flagged`` collects the (layer, key) of each."""
     where = str(Path(config_dir) / "experiments" / f"{spec.experiment}.yaml")
     base = exp.get("variants", {}).get(spec.model, spec.model)
     layers = _layers(exp, sc, spec.dataset, spec.model)
@@ -359,7 +315,8 @@ def _resolve(spec: RunSpec, exp: dict[str, Any], sc: dict[str, Any],
     if modules:
         meta["modules"] = list(modules)
     return _complete(meta, merged, datasets[spec.dataset], exp.get("task"), where,
-                     f"{where}: run {spec.dataset}/{spec.model}", layers, _shared_keys(exp))
+                     f"{where}: run {spec.dataset}/{spec.model}", layers, _shared_keys(exp),
+                     flagged)
 
 
 # layers every model / dataset of an experiment shares (the others name one model or dataset)
@@ -386,7 +343,8 @@ def _shared_keys(exp: dict[str, Any]) -> dict[str, set[str]]:
 def _complete(meta: dict[str, Any], merged: dict[str, Any], dataset: dict[str, Any],
               task_name: str | None, where: str, cell: str,
               layers: list[tuple[str, dict[str, Any] | None]] = (),
-              shared: dict[str, set[str]] | None = None
+              shared: dict[str, set[str]] | None = None,
+              flagged: set[tuple[str, str]] | None = None
               ) -> tuple[dict[str, Any] | None, list[str]]:
     """A run config from its coordinates (``meta``) and merged settings: the dataset's facts,
     the task, every declared default, then a strict check (problems name the layers that set an
@@ -436,6 +394,8 @@ def _complete(meta: dict[str, Any], merged: dict[str, Any], dataset: dict[str, A
     problems = []
     for key, msg in _messages(_run_validator(meta["model"], gen.data, task.name), cfg):
         origin = _set_in(list(layers), key)
+        if flagged is not None:
+            flagged.update((o, key) for o in origin)
         src = f" (set in {', '.join(origin)})" if origin else ""
         problems.append(f"{where}: {key}{src}: {msg} [model {meta.get('variant', meta['model'])!r}"
                         f" on {gen.data}, task {task.name!r}]")
@@ -522,16 +482,20 @@ def plan(config: dict[str, Any]) -> Plan:
     scale, config_dir = cfg["scale"], cfg["config_dir"]
     problems: list[str] = []
     experiments: dict[str, dict[str, Any]] = {}
+    malformed = []
     for exp_id in cfg["experiments"]:
         try:
             experiments[exp_id] = load_experiment(exp_id, config_dir)
         except ConfigError as err:
             problems += err.problems
+            malformed.append(exp_id)
     modules = _modules_of(cfg, experiments.values())
     try:
         plugins.load(modules)
     except ImportError as err:
         raise ConfigError(problems + [str(err)]) from None
+    for exp_id in malformed:
+        problems += [p for p in _malformed_layer_problems(exp_id, config_dir) if p not in problems]
     try:
         datasets = load_datasets(config_dir)
         scales = load_scales(config_dir)
@@ -540,14 +504,21 @@ def plan(config: dict[str, Any]) -> Plan:
     ds_file = str(Path(config_dir) / "datasets.yaml")
     checked: set[str] = set()
     result = Plan(scale, config_dir, list(cfg["experiments"]), modules)
+    # every layer at every scale; reported after the resolved runs, which say more of a value
+    # they also find wrong (the run, the model, the task)
+    in_layers: dict[str, list[tuple[str, str, str]]] = {}
+    flagged: dict[str, set[tuple[str, str]]] = {}
+    sources: dict[str, list[str]] = {}
     for exp_id, exp in experiments.items():
         where = str(Path(config_dir) / "experiments" / f"{exp_id}.yaml")
         problems += _check_names(exp, where, datasets, scales)
+        in_layers[exp_id] = _layer_problems(exp, where)
         try:
             sc = scale_entry(exp, scale, config_dir)
         except ConfigError as err:
             problems += [f"{where}: {p}" for p in err.problems]
             continue
+        sources[exp_id] = _entry_sources(exp, scale, config_dir)
         if "seeds" not in sc:
             problems.append(f"{where}: scales.{scale}.seeds: missing (how many repeated runs)")
             continue
@@ -568,17 +539,108 @@ def plan(config: dict[str, Any]) -> Plan:
                 if not _takes(exp, model, dataset, sc, datasets):
                     continue  # e.g. an image baseline beside toy sets in a mixed experiment
                 spec0 = RunSpec(scale, exp_id, dataset, model, 0)
-                run_cfg, found = _resolve(spec0, exp, sc, datasets,
-                                          _modules_of(cfg, [exp]), config_dir)
+                run_cfg, found = _resolve(spec0, exp, sc, datasets, _modules_of(cfg, [exp]),
+                                          config_dir, flagged.setdefault(exp_id, set()))
                 problems += [p for p in found if p not in problems]
                 if run_cfg is None or found:
                     continue
                 for seed in range(int(sc["seeds"])):
                     result.configs[RunSpec(scale, exp_id, dataset, model, seed)] = {
                         **run_cfg, "seed": seed}
+    for exp_id, found in in_layers.items():
+        problems += [text for layer, key, text in found
+                     if (_as_resolved(layer, sources.get(exp_id, [])), key)
+                     not in flagged.get(exp_id, set())]
+    problems += _unused_datasets_problems(datasets, checked, ds_file)
     if problems:
         raise ConfigError(problems)
     return result
+
+
+def _malformed_layer_problems(exp_id: str, config_dir: str | Path) -> list[str]:
+    """The problems of the settings layers of an experiment file that fails its schema."""
+    path = Path(config_dir) / "experiments" / f"{exp_id}.yaml"
+    try:
+        raw = load_yaml(path)
+    except ConfigError:
+        return []  # already reported
+    return [text for _, _, text in _layer_problems(raw, str(path))]
+
+
+def _layer_problems(exp: dict[str, Any], where: str) -> list[tuple[str, str, str]]:
+    """(layer, key, message) of every value of every settings layer of an experiment file, at
+    every scale, that the options declared for its section do not accept: model_cfg those of the
+    layer's model (a layer every model shares: of any model of the experiment), train and eval
+    those of the training loop and of any task."""
+    from odeflows.models import MODELS
+
+    registered = set(MODELS.names())
+    variants = {k: v for k, v in (exp.get("variants") or {}).items() if isinstance(v, str)} \
+        if isinstance(exp.get("variants"), dict) else {}
+    models = exp["models"] if isinstance(exp.get("models"), list) else []
+    shared = {variants.get(m, m) for m in models if isinstance(m, str)} & registered
+    problems = []
+    for layer, model, settings in config_checks.experiment_layers(exp):
+        bases = shared if model is None else {variants.get(model, model)} & registered
+        if not bases:
+            continue  # an unknown model: reported by _check_names
+        for key, msg in config_checks.layer_problems(settings, _options(tuple(sorted(bases))),
+                                                     ""):
+            problems.append((layer, key, f"{where}: {layer}.{key}: {msg}"))
+    return problems
+
+
+@cache
+def _options(models: tuple[str, ...]) -> config_checks.Options:
+    """What a settings layer of runs of ``models`` accepts, whatever their task."""
+    from odeflows.models import MODELS
+    from odeflows.tasks import TASKS
+
+    tasks = list(TASKS.all())
+    sections: dict[str, Any] = {}
+    for task in tasks:
+        for name, section in task.sections.items():
+            sections.setdefault(name, section)
+    return config_checks.Options(
+        model_cfg=config_checks.declarations(*(MODELS.get(m, kind).options for m in models
+                                               for kind in MODELS.variants(m))),
+        train=config_checks.declarations(_schema("run")["$defs"]["train"]["properties"],
+                                         *(dict(t.train_options) for t in tasks)),
+        eval=config_checks.declarations(*(dict(t.eval_options) for t in tasks)),
+        sections=sections)
+
+
+def _entry_sources(exp: dict[str, Any], scale: str, config_dir: str | Path) -> list[str]:
+    """The experiment's scales whose entries make up its settings at ``scale``."""
+    scales = exp["scales"]
+    found = next((s for s in scale_chain(scale, config_dir) if s in scales), None)
+    out: list[str] = []
+    while found in scales and found not in out:
+        out.append(found)
+        found = scales[found].get("extends")
+    return out
+
+
+def _as_resolved(layer: str, sources: list[str]) -> str:
+    """A layer's name as the resolved runs' messages give it (``overrides`` for the selected
+    scale's ``scales.<name>.overrides``)."""
+    for scale in sources:
+        if layer.startswith(f"scales.{scale}."):
+            return layer.removeprefix(f"scales.{scale}.")
+    return layer
+
+
+def _unused_datasets_problems(datasets: dict[str, Any], checked: set[str],
+                              where: str) -> list[str]:
+    """Problems of the datasets no run of the selected scale uses (a generator a module not
+    loaded now registers is not known here, so it is not reported)."""
+    from odeflows.data import GENERATORS
+
+    problems = []
+    for name, entry in datasets.items():
+        if name not in checked and entry.get("generator", name) in GENERATORS:
+            problems += _check_dataset(name, entry, where)
+    return problems
 
 
 def _data_kind(entry: dict[str, Any], name: str) -> str | None:

@@ -20,14 +20,14 @@ from odeflows.config import (
 )
 from odeflows.rundir import PATTERN as RUN_DIR
 
-# fills in the schema's defaults (the same schema odeflows checks)
-validate(config, str(resources.files("odeflows") / "schemas" / "workflow.schema.yaml"))
 try:
     # every configuration problem at once, before the DAG: nothing is written under results/
     PLAN = plan(config)
 except ConfigError as err:
     sys.stderr.write(f"\nodeflows configuration error:\n{err}\n\n")
     raise SystemExit(1)
+# fills in the schema's defaults (the same schema odeflows has checked)
+validate(config, str(resources.files("odeflows") / "schemas" / "workflow.schema.yaml"))
 
 SCALE = PLAN.scale
 # the user's modules every command imports (an experiment's own are imported from its file; a
