@@ -5,8 +5,9 @@ training, aggregation and the claims step — and each time unlocked and rerun w
 timing columns aside: the README promises that an interrupted training resumes from its
 checkpoint with exactly the same numbers, and no half-written file may survive a rerun.
 
-The test prints where each kill landed (the odeflows commands running in the group, and the
-outputs Snakemake had marked incomplete). ``ODEFLOWS_FAULT_SEED`` picks other random moments."""
+The test prints (``pytest -s``) where each kill landed: the odeflows commands running in the
+group and the outputs of the jobs Snakemake had started and not finished.
+``ODEFLOWS_FAULT_SEED`` picks other random moments."""
 
 from __future__ import annotations
 
