@@ -30,9 +30,7 @@ import torch
 
 from conftest import ROOT
 
-pytestmark = [pytest.mark.slow, pytest.mark.long_running(minutes=3),
-              pytest.mark.skipif(not Path("/proc/self/stat").exists() or os.name != "posix",
-                                 reason="finds the jobs of a process group in /proc")]
+NO_PROC = not Path("/proc/self/stat").exists() or os.name != "posix"
 
 # a few seconds of training each (8 runs), an accuracy table, a memory/time table and 14 claims
 EXPERIMENTS = ("anode_toy", "node_adjoint")
@@ -242,6 +240,9 @@ def _kill_plan(rng: random.Random) -> list[Cue]:
     ]
 
 
+@pytest.mark.slow
+@pytest.mark.long_running(minutes=3)
+@pytest.mark.skipif(NO_PROC, reason="finds the jobs of a process group in /proc")
 def test_sigkill_at_any_moment_then_rerun_gives_the_same_tables_and_claims(tmp_path):
     reference = _workflow_copy(tmp_path / "reference")
     faulty = _workflow_copy(tmp_path / "faulty")
@@ -299,3 +300,48 @@ def test_sigkill_at_any_moment_then_rerun_gives_the_same_tables_and_claims(tmp_p
     assert (got / "claims.md").exists()
     # no temporary file of an interrupted atomic write is left among the results
     assert not list(got.rglob(".*.tmp*")), list(got.rglob(".*.tmp*"))
+
+
+# -- what the kills found ----------------------------------------------------------------------
+def _writer_stopped_before_rename(path: Path) -> subprocess.Popen:
+    """A process inside write_json_atomic(path) that has written its temporary file and waits
+    before the rename."""
+    code = ("import os, sys, time; from odeflows import provenance; "
+            "os.replace = lambda *a: time.sleep(600); "
+            "provenance.write_json_atomic(sys.argv[1], {'half': 'written'})")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(path)], env=_env())
+    tmp = path.with_name(f".{path.name}.tmp{proc.pid}")
+    deadline = time.monotonic() + 60
+    while not (tmp.exists() and tmp.stat().st_size) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert tmp.exists(), "the writer never wrote its temporary file"
+    return proc
+
+
+def test_rewriting_a_file_removes_what_a_killed_atomic_write_left(tmp_path):
+    """A job killed between writing a file's temporary copy and renaming it (the kill test found
+    a .config.json.tmp<pid> in a run directory) leaves the copy behind; the rerun, which writes
+    the file again, removes it, but not the copy of a process still writing."""
+    from odeflows.rundir import RunDir
+
+    run = RunDir(tmp_path / "run")
+    killed = _writer_stopped_before_rename(run.file("config.json"))
+    killed.kill()
+    killed.wait()
+    writing = _writer_stopped_before_rename(run.file("config.json"))
+    try:
+        ckpt_tmp = run.file(f".checkpoint.pt.tmp{killed.pid}")
+        ckpt_tmp.write_bytes(b"half-written")  # as torch.save leaves it
+        run.write_config({"seed": 0})
+        assert sorted(p.name for p in run.path.iterdir()) == sorted(
+            [f".checkpoint.pt.tmp{killed.pid}", f".config.json.tmp{writing.pid}",
+             "config.json"])
+        run.save_checkpoint({"iteration": 1})
+        assert not ckpt_tmp.exists()
+        ckpt_tmp.write_bytes(b"half-written")
+        run.remove_checkpoint()  # the run completed without another checkpoint
+        assert sorted(p.name for p in run.path.iterdir()) == sorted(
+            [f".config.json.tmp{writing.pid}", "config.json"])
+    finally:
+        writing.kill()
+        writing.wait()
