@@ -4,6 +4,7 @@ module that hashes files or reads git."""
 from __future__ import annotations
 
 import ast
+import glob
 import hashlib
 import json
 import os
@@ -286,13 +287,43 @@ def host_info() -> dict[str, Any]:
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = temporary_path(path)
     with open(tmp, "w") as fh:
         json.dump(obj, fh, indent=2, sort_keys=True, default=str)
         fh.write("\n")
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+    remove_stale_temporaries(path)
+
+
+def temporary_path(path: Path) -> Path:
+    """Where an atomic write of ``path`` goes before its rename: hidden, in the same directory
+    (a rename is atomic only within one file system), named by the writing process."""
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete the temporary files that earlier writes of ``path`` left when their process was
+    killed between writing and renaming (kill -9, a node failure). Every job rewrites its files
+    when it reruns, so this keeps the result directories that DVC versions free of them. A file
+    whose process still runs on this machine is left alone."""
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.tmp*"):
+        pid = tmp.name.rsplit(".tmp", 1)[1]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    if os.name != "posix":  # os.kill would terminate it
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        pass
+    return True
 
 
 def read_json(path: str | Path) -> Any:

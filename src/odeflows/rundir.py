@@ -180,6 +180,7 @@ class RunDir:
 
     def remove_checkpoint(self) -> None:
         self.file("checkpoint.pt").unlink(missing_ok=True)
+        provenance.remove_stale_temporaries(self.file("checkpoint.pt"))
 
     def save_weights(self, blob: dict[str, Any]) -> None:
         _save_torch(blob, self.file("model.pt"))
@@ -230,9 +231,10 @@ def _save_torch(obj: Any, path: Path) -> None:
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = provenance.temporary_path(path)
     torch.save(obj, tmp)
     os.replace(tmp, path)
+    provenance.remove_stale_temporaries(path)
 
 
 def _read_csv(path: Path) -> Any | None:
