@@ -285,12 +285,17 @@ def host_info() -> dict[str, Any]:
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``path`` so that a reader (or a rerun after kill -9) sees the old file or the new
+    one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(path)
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=2, sort_keys=True, default=str)
-        fh.write("\n")
+    with open(tmp, "w", newline="") as fh:
+        fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)

@@ -19,6 +19,7 @@ through :class:`RunDir`.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -152,12 +153,14 @@ class RunDir:
         if resume_from is None:
             path.unlink(missing_ok=True)
         elif path.exists():
+            # rewritten whole and renamed: a kill mid-rewrite must not lose the rows kept
             with open(path, newline="") as fh:
                 rows = [r for r in csv.DictReader(fh) if int(r["iteration"]) <= resume_from]
-            with open(path, "w", newline="") as fh:
-                writer = csv.DictWriter(fh, list(fields))
-                writer.writeheader()
-                writer.writerows(rows)
+            kept = io.StringIO()
+            writer = csv.DictWriter(kept, list(fields))
+            writer.writeheader()
+            writer.writerows(rows)
+            provenance.write_text_atomic(path, kept.getvalue())
         header = not path.exists()
         with open(path, "a", newline="") as fh:
             yield MetricsLog(fh, fields, header)

@@ -61,6 +61,7 @@ rule claims:
     output:
         claims=report("results/{scale}/claims.md", caption="../report/claims.rst",
                       category="Claims"),
+        verdicts="results/{scale}/claims.json",
         metrics=directory("results/{scale}/metrics"),
         report=report(directory("results/{scale}/report"), patterns=["{name}.html"],
                       caption="../report/claim.rst", category="Claims"),

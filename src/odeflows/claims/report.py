@@ -24,6 +24,7 @@ from odeflows.claims.core import (
     seed_counts,
 )
 from odeflows.claims.stats import ALPHA, INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
+from odeflows.provenance import write_text_atomic
 
 VERDICT_COLORS = {REPRODUCED: "#1a7f37", NOT_REPRODUCED: "#cf222e", INCONCLUSIVE: "#9a6700",
                   NOT_TESTED: "#57606a"}
@@ -271,11 +272,11 @@ def write_claims(scale: str, tables_dir: str | Path, out: str | Path,
         report = Path(report_dir)
         report.mkdir(parents=True, exist_ok=True)
         for n, r in result.items():
-            (report / f"claim_{n:02d}.html").write_text(_html_page(n, r, scale))
-        (report / "front.rst").write_text(_front_page(scale, result))
+            write_text_atomic(report / f"claim_{n:02d}.html", _html_page(n, r, scale))
+        write_text_atomic(report / "front.rst", _front_page(scale, result))
     out = Path(out)
-    out.write_text(markdown(scale, ev, result))
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    write_text_atomic(out, markdown(scale, ev, result))
+    write_text_atomic(out.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
     return result
 
 
