@@ -136,7 +136,10 @@ def test_claim_4_affjord_toy():
                                          "affjord": [1.00, 1.01, 1.02, 1.00]},
                  "best_val_loss", iterations=14000)
     verdict, lines = check(4, {"affjord_toy": runs})
-    assert verdict == REPRODUCED and any("FFJORD standard deviations" in e for e in lines)
+    ffjord, affjord = np.array([1.10, 1.12, 1.11, 1.13]), np.array([1.00, 1.01, 1.02, 1.00])
+    gap = (ffjord.mean() - affjord.mean()) / ffjord.std(ddof=1)  # in FFJORD's spread
+    assert verdict == REPRODUCED
+    assert any(f"lower by {gap:.2f} FFJORD standard deviations" in e for e in lines), lines
     reversed_ = runs.assign(model=runs["model"].map({"ffjord": "affjord", "affjord": "ffjord"}))
     assert check(4, {"affjord_toy": reversed_})[0] == NOT_REPRODUCED
     noisy = runs.assign(best_val_loss=np.where(runs["model"] == "affjord",

@@ -54,8 +54,9 @@ def claim_4(ev: Evidence) -> Verdict:
     res = compare_arms(ev, TOY)
     lines = list(res.lines)
     for c in res.comparisons:
-        if c.interval.sd_b and c.interval.sd_b > 0:
-            gap = c.interval.estimate / c.interval.sd_b
+        sd_ffjord = c.spreads[1]
+        if sd_ffjord > 0:
+            gap = c.interval.estimate / sd_ffjord
             lines.append(f"{c.dataset}: AFFJORD lower by {gap:.2f} FFJORD standard deviations "
                          "(the paper: about 2)")
     return res.verdict, lines

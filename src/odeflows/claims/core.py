@@ -258,7 +258,8 @@ class Comparison:
     verdict: str
     failed: dict[str, int]
     n_test: int | None = None
-    means: tuple[float, float] = (math.nan, math.nan)
+    means: tuple[float, float] = (math.nan, math.nan)  # (better, worse), in the column's units
+    spreads: tuple[float, float] = (math.nan, math.nan)  # their standard deviations
 
 
 @dataclass
@@ -345,7 +346,9 @@ def compare_arms(ev: Evidence, arms: Arms) -> Result:
             verdict = INCONCLUSIVE
         comps.append(Comparison(ds, arms, iv, paper, sesoi, verdict, lost,
                                 _test_size(ok, ds) or ev.datasets.get(ds, {}).get("n_test"),
-                                (float(a.mean()), float(b.mean()))))
+                                (float(a.mean()), float(b.mean())),
+                                (float(a.std(ddof=1)) if len(a) > 1 else math.nan,
+                                 float(b.std(ddof=1)) if len(b) > 1 else math.nan)))
         lines.append(_line(ev, comps[-1], a, b))
     verdicts = [c.verdict for c in comps]
     if all(v == REPRODUCED for v in verdicts):
