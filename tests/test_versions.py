@@ -43,3 +43,14 @@ def test_later_stages_are_not_part_of_earlier_versions(default_plan):
     assert not {"odeflows.evaluate", "odeflows.aggregate", "odeflows.plots"} & train
     aggregate = set(code_version("aggregate")["modules"])
     assert not {"odeflows.train", "odeflows.evaluate"} & aggregate
+
+
+def test_functions_a_task_names_are_part_of_its_stages_versions(default_plan):
+    # the memory profile names profiling's functions (Deferred) instead of importing them
+    p = default_plan
+    spec = next(s for s in p.runs if p.config(s)["task"] == "memory_profile")
+    for stage in ("train", "evaluate"):
+        assert "odeflows.profiling" in code_version(stage, p.config(spec))["modules"], stage
+    tables = code_version("aggregate", extra_modules=["odeflows.tasks.memory_profile"])
+    assert "odeflows.profiling" in tables["modules"]
+    assert "odeflows.profiling" not in code_version("aggregate")["modules"]

@@ -34,6 +34,9 @@ STAGES: dict[str, tuple[str, ...]] = {
     "claims": ("odeflows.claims",),
     "parameters": ("odeflows.parameters",),
 }
+# the stage functions a task names (``Deferred``, not imported) that each stage calls
+_TASK_FUNCTIONS = {"train": ("runner",), "evaluate": ("evaluator",),
+                   "aggregate": ("summariser", "formatter", "curve_table"), "plot": ("drawer",)}
 # never part of a computation: they only call the stages
 _DRIVERS = ("odeflows.cli", "odeflows.audit")
 # data files a stage reads from the package
@@ -140,6 +143,7 @@ def code_version(stage: str, cfg: dict[str, Any] | None = None,
     _load_plugins(user)  # their entries must be registered to be found, their files to be hashed
     if cfg is not None:
         roots += _entry_modules(stage, cfg)
+    roots += _task_stage_modules(stage, roots)
     modules = module_closure(roots, stop=[*later, *_DRIVERS])
     digests = {m: provenance.sha256_current(_module_file(m))  # type: ignore[arg-type]
                for m in modules}
@@ -169,6 +173,21 @@ def _entry_modules(stage: str, cfg: dict[str, Any]) -> list[str]:
         mods.extend(m for m in (entry.module, entry.declared_in) if m)
         mods.append(get_task(cfg["task"]).module)
     return [m for m in mods if m.startswith("odeflows.")]
+
+
+def _task_stage_modules(stage: str, modules: Iterable[str]) -> list[str]:
+    """Modules of the functions that the tasks declared in ``modules`` name for ``stage``: code
+    the stage runs that no import leads to."""
+    names = _TASK_FUNCTIONS.get(stage, ())
+    if not names:
+        return []
+    from odeflows.tasks import TASKS
+
+    wanted = set(modules)
+    found = {getattr(task, name).target.partition(":")[0]
+             for task in TASKS.all() if task.module in wanted
+             for name in names if getattr(task, name, None) is not None}
+    return sorted(m for m in found if m.startswith("odeflows."))
 
 
 def _load_plugins(modules: Iterable[str]) -> None:

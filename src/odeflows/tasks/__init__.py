@@ -84,6 +84,8 @@ class Task:
     summariser = Deferred("odeflows.aggregate:summarise")
     formatter = Deferred("odeflows.aggregate:to_markdown")
     curve_table = Deferred("odeflows.aggregate:training_curves")
+    #: ``draw(exp, out_dir) -> list[Path]`` of its own figures (None: it has none)
+    drawer: Deferred | None = None
 
     # -- selection ------------------------------------------------------------------------------
     def accepts(self, model: ModelEntry, data: Generator) -> str | None:
@@ -144,7 +146,7 @@ class Task:
         return self.curve_table(runs)
 
     def figures(self, exp: Any, out_dir: Path) -> list[Path]:
-        return []
+        return [] if self.drawer is None else self.drawer(exp, out_dir)
 
 
 TASKS: Registry[Task] = Registry("task", packages=("odeflows.tasks",))
