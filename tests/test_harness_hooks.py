@@ -97,12 +97,12 @@ def test_an_experiment_draws_its_registered_figures(tmp_path, monkeypatch):
 
 
 def test_figure_modules_stay_out_of_training_code_versions():
-    from odeflows import provenance
+    from odeflows import versions
 
     cfg = resolve_run(RunSpec("smoke", "primer_flows", "8gaussians", "ffjord_xs", 0),
                       ROOT / "config")
-    train = provenance.code_version("train", cfg)["modules"]
-    plot = provenance.code_version("plot")["modules"]
+    train = versions.code_version("train", cfg)["modules"]
+    plot = versions.code_version("plot")["modules"]
     assert not any(m.startswith("odeflows.figures") for m in train)
     assert {"odeflows.figures", "odeflows.figures.flows"} <= set(plot)
     assert callable(get_figure("nll_vs_parameters"))

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from odeflows import provenance
+from odeflows import provenance, versions
 from odeflows.config import Plan, load_experiment, plan
 from odeflows.rundir import RunDir
 from odeflows.tasks import Task, get_task
@@ -332,7 +332,7 @@ def aggregate(scale: str, experiment: str, out_dir: str | Path, config_dir: str 
         "code_versions": {
             "train": sorted({r["code_version"] for r in runs.to_dict("records")
                              if isinstance(r.get("code_version"), str)}),
-            "aggregate": provenance.code_version("aggregate", plugins=p.modules)["version"],
+            "aggregate": versions.code_version("aggregate", plugins=p.modules)["version"],
         },
         "rows": prov_rows,
     })

@@ -9,7 +9,7 @@ the run directories with their seed, config hash, code versions, git commit and 
 hash, package versions, device and the MD5 of their files (MD5 is what DVC records in
 ``dvc.lock`` for each file, so a checkpoint's hash can be matched against DVC's). Code versions
 are judged by the content of the code that computes a result (see
-:func:`odeflows.provenance.code_version`), not by the commit: a docs-only commit changes nothing.
+:func:`odeflows.versions.code_version`), not by the commit: a docs-only commit changes nothing.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from typing import Any
 
 import pandas as pd
 
-from odeflows import provenance
+from odeflows import provenance, versions
 from odeflows.aggregate import TableTask, reference_numbers, run_rows
-from odeflows.config import config_hash
 from odeflows.data.prepared import PreparedDataError, regenerate_hint
 from odeflows.data.prepared import verify as verify_prepared
+from odeflows.provenance import config_hash
 from odeflows.rundir import RunDir
 from odeflows.tasks import get_task
 
@@ -107,7 +107,7 @@ def _check_run(run: dict[str, Any], problems: list[str], code: list[str], where:
         modules = modules or train_modules
         if recorded is None:
             continue
-        now = provenance.code_version(stage, cfg)
+        now = versions.code_version(stage, cfg)
         if now["version"] != recorded:
             changed = sorted(m for m, h in now["modules"].items() if modules.get(m) != h)
             changed += sorted(m for m in modules if m not in now["modules"])
@@ -152,7 +152,7 @@ def audit(table: str | Path, verify: bool = False,
             _check_run(run, problems, report.code_changes, f"row {label}, seed {run.get('seed')}",
                        report.datasets)
     made_by = (side.get("code_versions") or {}).get("aggregate")
-    now = provenance.code_version("aggregate", plugins=side.get("modules") or [])["version"]
+    now = versions.code_version("aggregate", plugins=side.get("modules") or [])["version"]
     if made_by and made_by != now:
         report.code_changes.append(f"table: made by other aggregation code than this tree's "
                                    f"(version {made_by})")

@@ -17,7 +17,6 @@ written.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from odeflows.config_checks import messages as _messages
 from odeflows.config_checks import plain as _plain
 from odeflows.config_checks import schema as _schema
 from odeflows.config_checks import validator as _validator
+from odeflows.provenance import config_hash
 from odeflows.registry import UnknownName, suggest
 from odeflows.rundir import RunSpec
 
@@ -66,12 +66,6 @@ def deep_merge(base: dict[str, Any], *overrides: dict[str, Any] | None) -> dict[
             else:
                 out[key] = copy.deepcopy(value)
     return out
-
-
-def config_hash(cfg: dict[str, Any]) -> str:
-    """Stable short hash of a JSON-serialisable config (key order does not matter)."""
-    blob = json.dumps(cfg, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -709,7 +703,7 @@ def _check_names(exp: dict[str, Any], where: str, datasets: dict[str, Any],
                                 f"experiment's models{suggest(key, models)}")
     if exp.get("figures"):
         # the light registry: figure modules import matplotlib only when they draw
-        from odeflows.figures import FIGURES
+        from odeflows.figure_names import FIGURES
 
         known = FIGURES.names()
         for name in exp["figures"]:

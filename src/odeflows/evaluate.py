@@ -11,16 +11,30 @@ from typing import Any
 
 import torch
 
-from odeflows import provenance
-from odeflows.api import load_run
+from odeflows import plugins, versions
 from odeflows.data.prepared import load as load_data
 from odeflows.data.prepared import load_meta
+from odeflows.models import build_model
 from odeflows.rundir import RunDir
 from odeflows.tasks import task_for
 
 # copied from summary.json, so eval.json alone holds everything a table row needs
 SUMMARY_KEYS = ("best_val_loss", "best_iteration", "train_wall_seconds", "iterations",
                 "epochs_trained", "num_parameters", "config_hash")
+
+
+def best_model(rd: RunDir) -> tuple[dict[str, Any], torch.nn.Module]:
+    """A completed run's config and its best-validation weights (the papers' protocol), in eval
+    mode on the CPU."""
+    blob = rd.load_weights()
+    if blob.get("status") != "completed":
+        raise RuntimeError(f"run {rd.path} did not complete (status {blob.get('status')!r})")
+    cfg = blob["config"]
+    # a user's model is registered by its plugin module, which the weights cannot bring
+    plugins.load(cfg.get("modules", []))
+    model = build_model(cfg, blob.get("shape") or blob["dim"], blob["out_dim"])
+    model.load_state_dict(blob.get("best_state") or blob["final_state"])
+    return cfg, model.to("cpu").eval()
 
 
 def evaluate(run_dir: str | Path, data_path: str | Path) -> dict[str, Any]:
@@ -33,9 +47,8 @@ def evaluate(run_dir: str | Path, data_path: str | Path) -> dict[str, Any]:
     if summary["status"] != "completed":
         rd.write_evaluation(result)
         return result
-    run = load_run(rd.path, which="best")
-    cfg, model = run.config, run.model
-    result["code_version"] = provenance.code_version("evaluate", cfg)["version"]
+    cfg, model = best_model(rd)
+    result["code_version"] = versions.code_version("evaluate", cfg)["version"]
     torch.set_num_threads(int(cfg["train"].get("threads", 1)))
     data = load_data(data_path)
     gen = torch.Generator().manual_seed(cfg["seed"] + 20_011)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from odeflows import provenance
+from odeflows import versions
 from odeflows.data import get_generator
 from odeflows.data.prepared import load as load_data
 from odeflows.models import build_model, get_model
@@ -135,7 +135,7 @@ def evaluate_profile(run_dir: str | Path) -> dict[str, Any]:
     run = RunDir(run_dir)
     prof = run.profile()
     result: dict[str, Any] = {"status": "completed", "reason": None,
-                              "code_version": provenance.code_version("evaluate", run.config())}
+                              "code_version": versions.code_version("evaluate", run.config())}
     for mode, grp in prof.groupby("mode"):
         by_steps = grp.groupby("steps")[["peak_saved_bytes", "seconds"]].mean()
         steps = by_steps.index.to_numpy(dtype=float)

@@ -26,12 +26,12 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from odeflows import provenance
-from odeflows.config import config_hash
+from odeflows import provenance, versions
 from odeflows.data.prepared import load as load_data
 from odeflows.data.prepared import load_meta
 from odeflows.models import build_model, get_model, num_parameters
 from odeflows.ode import SolverFailure, count_nfe, reset_nfe
+from odeflows.provenance import config_hash
 from odeflows.rundir import RunDir
 from odeflows.tasks import Task, task_for
 
@@ -373,7 +373,7 @@ def run_record(cfg: dict[str, Any], data_path: str | Path, model: torch.nn.Modul
                proc: Process | None = None, resumed_from: int | None = None,
                run_dir: str | Path | None = None) -> dict[str, Any]:
     """Provenance of a run: seed, config hash, code version, git, data hash, packages, host."""
-    code = provenance.code_version("train", cfg)
+    code = versions.code_version("train", cfg)
     record = {
         "run_dir": str(run_dir) if run_dir is not None else None,
         "experiment": cfg["experiment"], "dataset": cfg["dataset"], "model": cfg["model"],
@@ -405,7 +405,7 @@ def finish(run: RunDir, cfg: dict[str, Any], model: torch.nn.Module, shape: tupl
         "best_iteration": state.best_iteration, "train_wall_seconds": state.wall,
         "epochs_trained": round(state.iteration / plan.per_epoch, 3),
         "config_hash": config_hash(cfg),
-        "code_version": provenance.code_version("train", cfg)["version"],
+        "code_version": versions.code_version("train", cfg)["version"],
         "num_parameters": num_parameters(model), "resumed_from_iteration": resumed_from,
         "device": str(proc.device), "world_size": proc.world,
     }

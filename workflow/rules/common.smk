@@ -7,7 +7,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from odeflows import provenance
+from odeflows import versions
 from odeflows.config import (
     ConfigError,
     RunSpec,
@@ -58,7 +58,7 @@ def run_config_hash(w):
 
 
 def code(stage, cfg=None, extra=()):
-    version = provenance.code_version(stage, cfg, extra, PLAN.modules)["version"]
+    version = versions.code_version(stage, cfg, extra, PLAN.modules)["version"]
     return f"{stage} code {version}"
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from odeflows.registry import Registry
+from odeflows.registry import Deferred, Registry
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -77,6 +77,15 @@ class Task:
     #: the rows of its table
     table_keys: tuple[str, ...] = ("dataset", "model")
     module: str = ""
+    #: the stage functions that do its work, named (not imported: a declaration must not depend
+    #: on the stages that read it) and resolved when called
+    runner = Deferred("odeflows.train:train")
+    evaluator = Deferred("odeflows.evaluate:evaluate")
+    summariser = Deferred("odeflows.aggregate:summarise")
+    formatter = Deferred("odeflows.aggregate:to_markdown")
+    curve_table = Deferred("odeflows.aggregate:training_curves")
+    #: ``draw(exp, out_dir) -> list[Path]`` of its own figures (None: it has none)
+    drawer: Deferred | None = None
 
     # -- selection ------------------------------------------------------------------------------
     def accepts(self, model: ModelEntry, data: Generator) -> str | None:
@@ -91,9 +100,7 @@ class Task:
     def execute(self, cfg: dict[str, Any], data_path: str | Path, run_dir: str | Path,
                 progress: bool = True) -> dict[str, Any]:
         """The run's job: training by the shared loop (profiling for memory profiles)."""
-        from odeflows.train import train
-
-        return train(cfg, data_path, run_dir, progress=progress)
+        return self.runner(cfg, data_path, run_dir, progress=progress)
 
     def output_dim(self, meta: dict[str, Any], y: torch.Tensor | None) -> int:
         return y.shape[1] if y is not None and y.dim() > 1 else 1
@@ -109,9 +116,7 @@ class Task:
     # -- evaluation -------------------------------------------------------------------------------
     def evaluate_run(self, run_dir: str | Path, data_path: str | Path) -> dict[str, Any]:
         """Score a finished run on its test split (never retrains); writes ``eval.json``."""
-        from odeflows.evaluate import evaluate
-
-        return evaluate(run_dir, data_path)
+        return self.evaluator(run_dir, data_path)
 
     def test_scores(self, model: nn.Module, data: dict[str, np.ndarray], cfg: dict[str, Any],
                     generator: torch.Generator) -> dict[str, Any]:
@@ -132,22 +137,16 @@ class Task:
 
     # -- tables and figures -----------------------------------------------------------------------
     def summarise(self, runs: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
-        from odeflows.aggregate import summarise
-
-        return summarise(runs, self.metrics, reference)
+        return self.summariser(runs, self.metrics, reference)
 
     def markdown(self, table: pd.DataFrame, title: str) -> str:
-        from odeflows.aggregate import to_markdown
-
-        return to_markdown(table, self.metrics, self.labels, title)
+        return self.formatter(table, self.metrics, self.labels, title)
 
     def curves(self, runs: pd.DataFrame) -> pd.DataFrame:
-        from odeflows.aggregate import training_curves
-
-        return training_curves(runs)
+        return self.curve_table(runs)
 
     def figures(self, exp: Any, out_dir: Path) -> list[Path]:
-        return []
+        return [] if self.drawer is None else self.drawer(exp, out_dir)
 
 
 TASKS: Registry[Task] = Registry("task", packages=("odeflows.tasks",))

@@ -3,11 +3,11 @@ torchvision's ToTensor (no normalisation, no augmentation: ANODE's loaders)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from odeflows.registry import Deferred
 from odeflows.tasks import Task, batches, counted, device_of, no_grad, register_task
 from odeflows.tasks.regression import has_ode
 
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 class ClassificationTask(Task):
     name = "classification"
+    drawer = Deferred("odeflows.plots_images:plot_classification")
     supervised = True
     metrics = ("test_accuracy_pct", "test_loss", "test_nfe", "nfe_first_epoch", "nfe_last_epoch",
                "train_wall_seconds", "num_parameters")
@@ -73,10 +74,6 @@ class ClassificationTask(Task):
         return {"loss": total / n, "accuracy": correct / n,
                 "nfe": nfe / max(1, n_batches) if has_ode(model) else None, "n": len(xt)}
 
-    def figures(self, exp: Any, out_dir: Path) -> list[Path]:
-        from odeflows.plots_images import plot_classification
-
-        return plot_classification(exp, out_dir)
 
 
 register_task(ClassificationTask())

@@ -7,11 +7,11 @@ samples, and Hutchinson's estimator against the exact trace (claim 10) for conti
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from odeflows.registry import Deferred
 from odeflows.tasks import (
     EVAL_BATCH,
     FLOW_EVAL_OPTIONS,
@@ -54,6 +54,7 @@ def gaussian_fit(x_train: np.ndarray, x_test: np.ndarray) -> dict[str, float]:
 
 class DensityTask(Task):
     name = "density"
+    drawer = Deferred("odeflows.plots:plot_density")
     eval_options = {
         **EVAL_BATCH,
         "grid_points": {"type": "integer", "minimum": 2, "default": 100},
@@ -130,10 +131,6 @@ class DensityTask(Task):
         return {f"hutchinson_{kind}_z": hut[kind]["z_pooled"]
                 for kind in ("gaussian", "rademacher") if kind in hut}
 
-    def figures(self, exp: Any, out_dir: Path) -> list[Path]:
-        from odeflows.plots import plot_density
-
-        return plot_density(exp, out_dir)
 
 
 register_task(DensityTask())

@@ -11,11 +11,11 @@ round-trip error on clean test images (claims 12-13).
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from odeflows.registry import Deferred
 from odeflows.tasks import (
     EVAL_BATCH,
     FLOW_EVAL_OPTIONS,
@@ -70,6 +70,7 @@ def bits_per_dim(logp: torch.Tensor, dims: int, bits: int) -> torch.Tensor:
 
 class ImageDensityTask(Task):
     name = "image_density"
+    drawer = Deferred("odeflows.plots_images:plot_image_density")
     eval_options = {
         **EVAL_BATCH,
         "dequantization": {"enum": list(DEQUANTIZATION), "default": "uniform"},
@@ -173,10 +174,6 @@ class ImageDensityTask(Task):
                        device_of(model))
         return flow_evidence(model, x, ecfg, generator, run)
 
-    def figures(self, exp: Any, out_dir: Path) -> list[Path]:
-        from odeflows.plots_images import plot_image_density
-
-        return plot_image_density(exp, out_dir)
 
 
 register_task(ImageDensityTask())

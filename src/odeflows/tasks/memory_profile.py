@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from odeflows.registry import Deferred
 from odeflows.tasks import EVAL_BATCH, Task, register_task
 
 
@@ -25,6 +26,11 @@ class MemoryProfileTask(Task):
         }}}
     table_keys = ("model", "mode", "steps")
     headlines = ("direct_memory_growth_ratio", "adjoint_memory_growth_ratio")
+    runner = Deferred("odeflows.profiling:profile")
+    evaluator = Deferred("odeflows.profiling:evaluate_profile")
+    summariser = Deferred("odeflows.profiling:summarise_profile")
+    formatter = Deferred("odeflows.profiling:profile_markdown")
+    drawer = Deferred("odeflows.plots:plot_memory")
 
     def accepts(self, model, data) -> str | None:
         from odeflows.tasks import select_task
@@ -37,33 +43,20 @@ class MemoryProfileTask(Task):
 
     def execute(self, cfg: dict[str, Any], data_path: str | Path, run_dir: str | Path,
                 progress: bool = True) -> dict[str, Any]:
-        from odeflows.profiling import profile
-
-        return profile(cfg, data_path, run_dir)
+        return self.runner(cfg, data_path, run_dir)
 
     def evaluate_run(self, run_dir: str | Path, data_path: str | Path) -> dict[str, Any]:
-        from odeflows.profiling import evaluate_profile
-
-        return evaluate_profile(run_dir)
+        return self.evaluator(run_dir)
 
     def summarise(self, runs, reference):
-        from odeflows.profiling import summarise_profile
-
-        return summarise_profile(list(runs["run_dir"]))
+        return self.summariser(list(runs["run_dir"]))
 
     def markdown(self, table, title: str) -> str:
-        from odeflows.profiling import profile_markdown
-
-        return profile_markdown(table, title)
+        return self.formatter(table, title)
 
     def curves(self, runs):
         # memory and time against solver steps: the summary itself
         return self.summarise(runs, None)
-
-    def figures(self, exp: Any, out_dir: Path) -> list[Path]:
-        from odeflows.plots import plot_memory
-
-        return plot_memory(exp, out_dir)
 
 
 register_task(MemoryProfileTask())

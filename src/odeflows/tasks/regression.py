@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from odeflows.registry import Deferred
 from odeflows.tasks import EVAL_BATCH, Task, batches, counted, device_of, no_grad, register_task
 
 if TYPE_CHECKING:
@@ -19,6 +19,7 @@ def has_ode(model: nn.Module) -> bool:
 
 class RegressionTask(Task):
     name = "regression"
+    drawer = Deferred("odeflows.plots:plot_regression")
     supervised = True
     eval_options = {**EVAL_BATCH,
                     "trajectory_points": {"type": "integer", "minimum": 2, "default": 21}}
@@ -78,10 +79,6 @@ class RegressionTask(Task):
                         y=data["y_test"][:200], output=model(x).numpy())
         return {}
 
-    def figures(self, exp: Any, out_dir: Path) -> list[Path]:
-        from odeflows.plots import plot_regression
-
-        return plot_regression(exp, out_dir)
 
 
 register_task(RegressionTask())
