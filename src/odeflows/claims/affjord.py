@@ -3,17 +3,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from odeflows.claims.core import (
     CALIBRATED,
     FIRST,
     GRID_MASS_MAX,
     Arms,
     Evidence,
-    Need,
     Revision,
     Verdict,
+    arms_needs,
     claim,
     compare_arms,
     completed,
@@ -32,14 +30,6 @@ DENSITY = Revision("2026-11-30", "after the first workstation run: a fixed-grid 
                    "only runs whose density integrates to at most 1.1 on the grid count")
 
 
-def _needs(arms: Arms) -> Callable[[Evidence], Need | None]:
-    def needs(ev: Evidence) -> Need | None:
-        res = compare_arms(ev, arms)
-        return Need(arms.experiment, res.comparisons, models=(arms.better, arms.worse)) \
-            if res.comparisons else None
-    return needs
-
-
 @claim(4, "AFFJORD reaches lower validation loss than FFJORD on toy data, about two standard "
           "deviations (AFFJORD Fig. 6).", ("affjord_toy",),
        "the comparative rule (odeflows.claims.stats) on best validation NLL, FFJORD − AFFJORD, "
@@ -49,7 +39,7 @@ def _needs(arms: Arms) -> Callable[[Evidence], Need | None]:
        "The standardised effect is reported beside the paper's 2. Only runs whose density "
        f"integrates to at most {GRID_MASS_MAX} on the evaluation grid count (an NLL of a "
        "non-density is no evidence)",
-       needs=_needs(TOY), history=(FIRST, DENSITY, CALIBRATED))
+       needs=arms_needs(TOY), history=(FIRST, DENSITY, CALIBRATED))
 def claim_4(ev: Evidence) -> Verdict:
     res = compare_arms(ev, TOY)
     lines = list(res.lines)
@@ -67,7 +57,7 @@ def claim_4(ev: Evidence) -> Verdict:
        "dataset: reproduced when every dataset's interval lies above 0; not reproduced when any "
        "lies below 0 (AFFJORD's own row of Table 1 is not in the paper's text, so no size "
        "carries over); else inconclusive",
-       needs=_needs(BPD), history=(FIRST, CALIBRATED))
+       needs=arms_needs(BPD), history=(FIRST, CALIBRATED))
 def claim_5(ev: Evidence) -> Verdict:
     res = compare_arms(ev, BPD)
     return res.verdict, res.lines
@@ -79,7 +69,7 @@ def claim_5(ev: Evidence) -> Verdict:
        "backward, FFJORD − AFFJORD concat, per dataset: reproduced when every dataset's "
        "interval lies above 0; not reproduced when any lies below 0 (Fig. 9 states no number); "
        "else inconclusive",
-       needs=_needs(NFE), history=(FIRST, CALIBRATED))
+       needs=arms_needs(NFE), history=(FIRST, CALIBRATED))
 def claim_6(ev: Evidence) -> Verdict:
     res = compare_arms(ev, NFE)
     lines = list(res.lines)

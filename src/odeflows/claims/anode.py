@@ -13,6 +13,7 @@ from odeflows.claims.core import (
     Need,
     Revision,
     Verdict,
+    arms_needs,
     claim,
     combine,
     compare_arms,
@@ -99,13 +100,6 @@ def _growth(ev: Evidence) -> dict[str, np.ndarray]:
     return out
 
 
-def _nfe_needs(ev: Evidence) -> Need | None:
-    res = compare_arms(ev, NFE)
-    if not res.comparisons:
-        return None
-    return Need("anode_toy", res.comparisons, models=("node", "anode"))
-
-
 @claim(2, "ANODE needs fewer NFEs than NODE, and NODE's NFE grows during training "
           "(ANODE Fig. 8, 10).", ("anode_toy",),
        "(a) per dataset, the interval of NODE − ANODE last-epoch forward NFE (the comparative "
@@ -113,7 +107,7 @@ def _nfe_needs(ev: Evidence) -> Need | None:
        "below 0 on any); (b) per dataset, the interval of NODE's NFE growth first → last epoch "
        "(1 − α/k). Reproduced when (a) is reproduced and (b) lies above 0 on more than half of "
        "the datasets; not reproduced when (a) is not reproduced; else inconclusive",
-       needs=_nfe_needs, history=(FIRST, CALIBRATED))
+       needs=arms_needs(NFE), history=(FIRST, CALIBRATED))
 def claim_2(ev: Evidence) -> Verdict:
     res = compare_arms(ev, NFE)
     growth = _growth(ev)
@@ -137,8 +131,7 @@ def claim_2(ev: Evidence) -> Verdict:
        "any lies below the smallest effect of interest, half the paper's difference on a "
        "dataset the paper ran (MNIST 0.9, CIFAR-10 3.45, SVHN 1.25 points) and 0 on a "
        "substitute; else inconclusive",
-       needs=lambda ev: Need("anode_images", compare_arms(ev, ACCURACY).comparisons,
-                             models=("anode", "node")),
+       needs=arms_needs(ACCURACY),
        history=(FIRST, CALIBRATED))
 def claim_3(ev: Evidence) -> Verdict:
     res = compare_arms(ev, ACCURACY)

@@ -9,7 +9,7 @@ import math
 
 import pandas as pd
 
-from odeflows.claims.core import Claim, Comparison, Evidence, Need, completed, percent
+from odeflows.claims.core import Claim, Comparison, Evidence, completed, percent
 from odeflows.claims.stats import POWER, seeds_for_power
 
 
@@ -149,4 +149,4 @@ def runs_elsewhere(ev: Evidence, c: Claim) -> str:
     return f"not run at this scale (its experiment file declares 0 seeds here); run by: {where}"
 
 
-__all__ = ["budget", "noise_floor", "power_lines", "runs_elsewhere", "Need"]
+__all__ = ["budget", "noise_floor", "power_lines", "runs_elsewhere"]

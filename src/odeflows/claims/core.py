@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -334,8 +334,8 @@ def compare_arms(ev: Evidence, arms: Arms) -> Result:
         iv = welch_interval(ta, tb, confidence) if arms.higher_is_better \
             else welch_interval(tb, ta, confidence)
         if arms.margin:
-            iv = Interval(iv.estimate + arms.margin, iv.low + arms.margin, iv.high + arms.margin,
-                          iv.confidence, iv.df, iv.n_a, iv.n_b, iv.sd_a, iv.sd_b)
+            iv = replace(iv, estimate=iv.estimate + arms.margin, low=iv.low + arms.margin,
+                         high=iv.high + arms.margin)
         paper = None if ds in ev.substitutes else _paper_effect(ev, arms, ds)
         sesoi = arms.sesoi if arms.sesoi is not None else (
             arms.sesoi_fraction * paper if paper and paper > 0 else 0.0)
@@ -381,6 +381,15 @@ def _line(ev: Evidence, c: Comparison, a: np.ndarray, b: np.ndarray) -> str:
             text += " (different numbers of failures: undecided, the survivors are a selection)"
     verdict = c.verdict if c.verdict != INCONCLUSIVE else f"undecided, leans {leaning(iv)}"
     return f"{text} → {verdict}"
+
+
+def arms_needs(*arms: Arms) -> Callable[[Evidence], Need | None]:
+    """The budget analysis of a claim that compares these arms: the comparisons they make."""
+    def needs(ev: Evidence) -> Need | None:
+        comps = [c for a in arms for c in compare_arms(ev, a).comparisons]
+        models = tuple(dict.fromkeys(m for a in arms for m in (a.better, a.worse)))
+        return Need(arms[0].experiment, comps, models=models) if comps else None
+    return needs
 
 
 def combine(*verdicts: str) -> str:

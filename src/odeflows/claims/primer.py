@@ -159,7 +159,7 @@ def _ladder_needs(ev: Evidence) -> Need | None:
        "at some rung and it beats them at none, behind when the reverse. Reproduced when they "
        "are ahead of every such family run beside them on every dataset; not reproduced when "
        "they are behind one; else inconclusive. " + VALID_DENSITY,
-       needs=lambda ev: _ladder_needs(ev), history=(FIRST, DENSITY, CALIBRATED_11))
+       needs=_ladder_needs, history=(FIRST, DENSITY, CALIBRATED_11))
 def claim_11(ev: Evidence) -> Verdict:
     ok, lines = _runs(ev, densities=True)
     if ok is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pandas as pd
 from scipy import stats
@@ -14,6 +15,7 @@ from odeflows.claims.core import (
     Evidence,
     Need,
     Verdict,
+    arms_needs,
     claim,
     combine,
     compare_arms,
@@ -45,9 +47,7 @@ def _with_step_time(ev: Evidence) -> Evidence:
     wall = pd.to_numeric(runs["train_wall_seconds"], errors="coerce")
     iters = pd.to_numeric(runs["iterations"], errors="coerce") if "iterations" in runs else None
     step = wall / iters if iters is not None and iters.notna().any() else wall
-    tables = {**ev.tables, "rnode_images": runs.assign(step_seconds=step)}
-    return Evidence(tables, ev.scale, ev.substitutes, ev.paper_training, ev.datasets, ev.scales,
-                    ev.protocol, ev.paper_numbers, ev.verdicts)
+    return replace(ev, tables={**ev.tables, "rnode_images": runs.assign(step_seconds=step)})
 
 
 def _machine(ev: Evidence) -> list[str]:
@@ -60,9 +60,7 @@ def _machine(ev: Evidence) -> list[str]:
 
 
 def _speed_needs(ev: Evidence) -> Need | None:
-    ev = _with_step_time(ev)
-    comps = compare_arms(ev, SPEED).comparisons + compare_arms(ev, MATCH).comparisons
-    return Need("rnode_images", comps, models=("ffjord", "rnode")) if comps else None
+    return arms_needs(SPEED, MATCH)(_with_step_time(ev))
 
 
 @claim(7, "RNODE matches FFJORD's bits/dim about 2.8x faster (RNODE Table 1).",
@@ -121,9 +119,7 @@ def _instability(runs: pd.DataFrame) -> tuple[str, list[str]]:
        "run's, smallest effect of interest a 10 % reduction. Reproduced when (a) is and (b) is "
        "for every regulariser (or rk4_none has no completed seed to compare with); not "
        "reproduced when (a) or any (b) is; else inconclusive",
-       needs=lambda ev: Need("rnode_ablation", [c for a in JACOBIAN.values()
-                                                for c in compare_arms(ev, a).comparisons],
-                             models=("rk4_none",) + REGULARISERS),
+       needs=arms_needs(*JACOBIAN.values()),
        failures="failed seeds are the evidence of part (a); part (b) compares the Jacobian "
                 "norms of the seeds that completed",
        history=(FIRST, CALIBRATED))
