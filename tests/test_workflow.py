@@ -81,14 +81,15 @@ def test_smoke_workflow_end_to_end(smoke_repo):
     for n in range(1, 15):
         assert f"## Claim {n}:" in claims
     assert "## Beyond the papers: AFFJORD + RNODE" in claims
-    claims_rows = sorted((res / "metrics" / "claims").glob("claim_*.json"))
+    metrics = smoke_repo / "results" / "metrics" / "smoke"
+    claims_rows = sorted((metrics / "claims").glob("claim_*.json"))
     assert [p.stem for p in claims_rows][:10] == [f"claim_{n:02d}" for n in range(1, 11)]
     # a wiring check gives no verdicts: two epochs refute and confirm nothing
     assert "wiring check" in claims and "**reproduced**" not in claims
     assert "**not reproduced**" not in claims
     assert {json.loads(p.read_text())["verdict"] for p in claims_rows} == {
         "not tested at this scale (a wiring check)"}
-    assert (res / "metrics" / "experiments" / "rnode_images.json").exists()
+    assert (metrics / "experiments" / "rnode_images.json").exists()
     log = (smoke_repo / "logs/smoke/train/anode_toy/g1d/node/seed0.log").read_text()
     assert "it/s" in log or "s/it" in log  # progress bars go to the rule's log
     again = _snakemake(smoke_repo, "-n", "--config", "scale=smoke")
@@ -117,7 +118,11 @@ def test_dvc_pull_in_a_fresh_clone_needs_no_rerun(smoke_repo, tmp_path):
     assert not mismatch and not errors
     shown = _run(["dvc", "metrics", "show"], clone).stdout
     # a few rows to scan: one per claim and one per experiment
-    assert "results/smoke/metrics/claims/claim_01.json" in shown and "verdict" in shown
+    assert "results/metrics/smoke/claims/claim_01.json" in shown and "verdict" in shown
+    # only this scale's rows: no other scale's paths, no marker files, nothing missing
+    assert "laptop" not in shown and ".snakemake_timestamp" not in shown
+    shown_all = _run(["dvc", "metrics", "show"], clone)
+    assert "failed to load" not in shown_all.stdout + shown_all.stderr
     assert len(shown.splitlines()) < 40
 
     # the audit passes on untouched results and fails on each kind of tampering
