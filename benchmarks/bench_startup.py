@@ -2,7 +2,7 @@
 versions of the package, in alternating rounds, medians reported with their ratio.
 
 Each command runs in a project directory (one where the workflow ran at some scale, so that
-`odeflows aggregate` and `claims` find runs and tables) with ``PYTHONPATH`` pointing at one
+`odeflows tables` and `claims` find runs and tables) with ``PYTHONPATH`` pointing at one
 version's ``src``. Example, comparing a commit with the working tree::
 
     git worktree add /tmp/before <commit>
@@ -26,8 +26,8 @@ from pathlib import Path
 COMMANDS = {
     "snakemake -n (plan the DAG)": ["snakemake", "-n", "--config", "scale={scale}"],
     "odeflows validate": ["odeflows", "validate", "--scale", "{scale}"],
-    "odeflows aggregate": ["odeflows", "aggregate", "--scale", "{scale}", "--experiment",
-                           "anode_toy", "--out-dir", "{tmp}/tables", "--config-dir", "config"],
+    "odeflows tables": ["odeflows", "tables", "--scale", "{scale}", "--experiment",
+                        "anode_toy", "--out-dir", "{tmp}/tables", "--config-dir", "config"],
     "odeflows claims": ["odeflows", "claims", "--scale", "{scale}", "--tables-dir",
                         "results/{scale}/tables", "--out", "{tmp}/claims.md", "--metrics",
                         "{tmp}/metrics", "--report-dir", "{tmp}/report", "--config-dir", "config"],

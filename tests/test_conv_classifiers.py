@@ -20,7 +20,7 @@ from odeflows.ode import Solver, count_nfe, reset_nfe
 
 
 # The paper's parameter-matched configurations (test data; the product's own table,
-# odeflows.parameters, reads the paper numbers from reference/paper_numbers.yaml).
+# odeflows.parameter_counts, reads the paper numbers from reference/paper_numbers.yaml).
 class PaperConfig(TypedDict):
     model: str               # "node" (p = 0) or "anode"
     dataset: str

@@ -54,7 +54,7 @@ for scale in ("smoke", "laptop", "workstation", "paper"):
     plan({"scale": scale})
 [(e.options, e.kinds) for e in MODELS.all()]
 [t.metrics for t in TASKS.all()]
-import odeflows.aggregate, odeflows.audit, odeflows.claims, odeflows.cli
+import odeflows.tables, odeflows.audit, odeflows.claims, odeflows.cli
 loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
 assert not loaded, loaded
 """

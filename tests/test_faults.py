@@ -1,6 +1,6 @@
 """Faults on purpose: a smoke run of two cheap experiments is killed with SIGKILL, the whole
 Snakemake process group at once, several times — at seeded random moments and on cue inside
-training, aggregation and the claims step — and each time unlocked and rerun with
+training, the tables step and the claims step — and each time unlocked and rerun with
 ``--rerun-incomplete``. At the end the tables and claims must equal an uninterrupted run's,
 timing columns aside: the README promises that an interrupted training resumes from its
 checkpoint with exactly the same numbers, and no half-written file may survive a rerun.
@@ -39,8 +39,8 @@ SEED = int(os.environ.get("ODEFLOWS_FAULT_SEED", "20261206"))
 RUN_TIMEOUT = 300
 # the rule that runs each odeflows command
 RULE_OF = {"prepare": "prepare_data", "train": "train", "evaluate": "evaluate",
-           "aggregate": "aggregate", "plot": "plot", "claims": "claims",
-           "parameters": "parameters"}
+           "tables": "tables", "plot": "plot", "claims": "claims",
+           "parameter-counts": "parameter_counts"}
 # wall-clock columns and evidence: the only things a rerun may change
 TIMING_COLUMN = re.compile(r"seconds|hours|time|wall|date|host|elapsed", re.I)
 TIMED_TEXT = re.compile(r"seconds|hours|wall|it/s|s/it|\d\s*(s|ms|min|h)\b", re.I)
@@ -235,7 +235,8 @@ def _kill_plan(rng: random.Random) -> list[Cue]:
         Cue("mid-training: a checkpoint was written",
             pattern="results/smoke/runs/*/*/*/seed*/checkpoint.pt"),
         Cue("a seeded random moment", delay=rng.uniform(3.0, 8.0)),
-        Cue("aggregation: a per-seed table was written", pattern="results/smoke/tables/*_runs.csv"),
+        Cue("the tables step: a per-seed table was written",
+            pattern="results/smoke/tables/*_runs.csv"),
         Cue("the claims step: a claim's page was written",
             pattern="results/smoke/report/claim_*.html"),
     ]
@@ -273,9 +274,9 @@ def test_sigkill_at_any_moment_then_rerun_gives_the_same_tables_and_claims(tmp_p
 
     landed = [k for k in kills if k.jobs]
     assert len(landed) >= 3, [k.line() for k in kills]
-    assert any({"aggregate", "claims"} & set(k.jobs) for k in landed), \
+    assert any({"tables", "claims"} & set(k.jobs) for k in landed), \
         [k.line() for k in kills]
-    for cue in ("aggregation", "the claims step"):
+    for cue in ("the tables step", "the claims step"):
         kill = next((k for k in kills if k.cue.startswith(cue)), None)
         assert kill is not None and kill.started, f"no kill during {cue}: {kills}"
 

@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from conftest import ROOT
-from odeflows.checks import hutchinson_check
 from odeflows.config import complete_config, load_datasets
-from odeflows.data import Generator, get_generator
+from odeflows.data import DatasetGenerator, get_generator
+from odeflows.evidence.estimators import hutchinson_check
 from odeflows.models import (
     MODELS,
     BuildContext,
@@ -71,7 +71,7 @@ def vector_arrays(name: str, dataset: dict[str, Any], n: int = 2 * BATCH) -> dic
                          "sizes": {"train": n, "val": n, "test": n}})
 
 
-def input_shape(name: str, dataset: dict[str, Any], gen: Generator) -> tuple[int, ...]:
+def input_shape(name: str, dataset: dict[str, Any], gen: DatasetGenerator) -> tuple[int, ...]:
     """The inputs of a dataset as the harness sees them: images at their configured size, vectors
     at the dimension the generator draws."""
     if gen.data == "images":
@@ -192,7 +192,7 @@ def test_parameter_count(contract):
     entry, cfg, _, model, x, _, out_dim = contract
     shape = tuple(x.shape[1:])
     ours = num_parameters(model)
-    # the parameter table (odeflows.parameters) counts models built on the meta device
+    # the parameter table (odeflows.parameter_counts) counts models built on the meta device
     with torch.device("meta"):
         assert num_parameters(build_model(cfg, shape, out_dim)) == ours
     if entry.reference_count is not None:

@@ -30,7 +30,7 @@ from odeflows.nn.divergence import sample_probe
 from odeflows.ode import Solver, count_nfe, reset_nfe
 
 # Paper counts with where they come from and why ours differ (test data; the product's own
-# table, odeflows.parameters, reads the paper numbers from reference/paper_numbers.yaml).
+# table, odeflows.parameter_counts, reads the paper numbers from reference/paper_numbers.yaml).
 DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
     "mnist": (1, 28, 28), "cifar10": (3, 32, 32),
     "celeba": (3, 32, 32),  # AFFJORD Table 2 gives CelebA CIFAR10's counts: 4 scales, 32×32

@@ -15,7 +15,7 @@ import yaml
 
 from conftest import ROOT
 from odeflows.config import load_scales, plan
-from odeflows.flow_checks import direction_costs, flow_evidence, round_trip, structure
+from odeflows.evidence.flows import direction_costs, flow_evidence, round_trip, structure
 from odeflows.models import build_model
 from odeflows.models.discrete_flows import build_discrete_flow
 
@@ -223,7 +223,7 @@ def test_paper_scale_runs_the_full_ladder():
 def _ladder_2d() -> dict[str, dict[str, int]]:
     """Effective parameters of every rung on 2-D data, built from the resolved paper-scale
     configurations."""
-    from odeflows.flow_checks import parameters
+    from odeflows.evidence.flows import parameters
 
     p = _plan("paper")
     out: dict[str, dict[str, int]] = {}
@@ -336,7 +336,7 @@ def test_discrete_flow_resumes_after_kill_with_identical_numbers(tmp_path, toy_d
 
 @pytest.mark.slow
 def test_parameter_table_lists_only_models_with_a_reference():
-    from odeflows.parameters import paper_config_counts
+    from odeflows.parameter_counts import paper_config_counts
 
     table = paper_config_counts(ROOT / "config", [EXP])
     # FFJORD's and AFFJORD's reference code build the CNF rungs; nothing builds the discrete

@@ -22,9 +22,9 @@ from conftest import ROOT, SLURM_CONF
 pytestmark = [pytest.mark.slow, pytest.mark.long_running(minutes=5)]
 
 SLURM_SH = ROOT / "tests" / "cluster" / "slurm.sh"
-# every kind of job (prepare, train, evaluate, aggregate, plot, claims and, for an image
-# experiment, parameters) through the scheduler on one experiment: 10 SLURM jobs, each a Snakemake
-# process and an odeflows process inside the job (the rest of the smoke scale runs in
+# every kind of job (prepare, train, evaluate, tables, plot, claims and, for an image
+# experiment, parameter counts) through the scheduler on one experiment: 10 SLURM jobs, each a
+# Snakemake process and an odeflows process inside the job (the rest of the smoke scale runs in
 # test_workflow.py)
 EXPERIMENTS = ("anode_images",)
 
@@ -56,8 +56,8 @@ def slurm_cluster():
 
 
 def _workflow_copy(tmp_path: Path) -> Path:
-    # as tests/test_workflow.py, plus the workflow profile profiles/default that Snakemake loads
-    # next to the Snakefile in a checkout
+    # as tests/test_workflow.py, plus profiles/: the workflow profile profiles/default that
+    # Snakemake loads next to the Snakefile in a checkout, and the cluster profiles
     for name in ("Snakefile", "workflow", "config", "envs", "profiles"):
         src = ROOT / name
         if src.exists():
@@ -86,7 +86,7 @@ def _job_env() -> dict[str, str]:
 
 def test_smoke_workflow_through_slurm(slurm_cluster, tmp_path):
     wd = _workflow_copy(tmp_path)
-    profile = wd / "workflow" / "profiles" / "local-slurm"
+    profile = wd / "profiles" / "local-slurm"
     started = time.monotonic()
     out = subprocess.run(
         [sys.executable, "-m", "snakemake", "--profile", str(profile),
@@ -111,8 +111,8 @@ def test_smoke_workflow_through_slurm(slurm_cluster, tmp_path):
     assert run_id, log[-3000:]
     job_ids = re.findall(r"has been submitted with SLURM jobid (\d+)", log)
     finished = re.findall(r"^Finished jobid: \d+ \(Rule: (\w+)\)", log, flags=re.M)
-    assert set(finished) == {"prepare_data", "train", "evaluate", "aggregate", "plot", "claims",
-                             "parameters", "all"}
+    assert set(finished) == {"prepare_data", "train", "evaluate", "tables", "plot", "claims",
+                             "parameter_counts", "all"}
     assert len(job_ids) == len(finished) - 1
     # ... SLURM itself reports them completed (squeue keeps finished jobs for MinJobAge = 300 s;
     # the last ones ended moments ago) ...

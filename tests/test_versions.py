@@ -40,9 +40,9 @@ def test_declarations_do_not_reach_the_stages_that_read_them():
 def test_later_stages_are_not_part_of_earlier_versions(default_plan):
     cfg = default_plan.config(default_plan.runs[0])
     train = set(code_version("train", cfg)["modules"])
-    assert not {"odeflows.evaluate", "odeflows.aggregate", "odeflows.plots"} & train
-    aggregate = set(code_version("aggregate")["modules"])
-    assert not {"odeflows.train", "odeflows.evaluate"} & aggregate
+    assert not {"odeflows.evaluate", "odeflows.tables", "odeflows.plots"} & train
+    tables = set(code_version("tables")["modules"])
+    assert not {"odeflows.train", "odeflows.evaluate"} & tables
 
 
 def test_functions_a_task_names_are_part_of_its_stages_versions(default_plan):
@@ -51,6 +51,6 @@ def test_functions_a_task_names_are_part_of_its_stages_versions(default_plan):
     spec = next(s for s in p.runs if p.config(s)["task"] == "memory_profile")
     for stage in ("train", "evaluate"):
         assert "odeflows.profiling" in code_version(stage, p.config(spec))["modules"], stage
-    tables = code_version("aggregate", extra_modules=["odeflows.tasks.memory_profile"])
+    tables = code_version("tables", extra_modules=["odeflows.tasks.memory_profile"])
     assert "odeflows.profiling" in tables["modules"]
-    assert "odeflows.profiling" not in code_version("aggregate")["modules"]
+    assert "odeflows.profiling" not in code_version("tables")["modules"]

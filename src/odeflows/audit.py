@@ -4,9 +4,9 @@ is the code in this tree. :func:`audit_tree` does that for every table of ``resu
 and also checks the prepared data against their sidecars, lists run directories no table cites
 and asks DVC whether the tree matches ``dvc.lock``: the one command to run after ``dvc pull``.
 
-The provenance sidecar (``<table>.provenance.json``, written by ``aggregate``) names, per row,
-the run directories with their seed, config hash, code versions, git commit and dirty flag, data
-hash, package versions, device and the MD5 of their files (MD5 is what DVC records in
+The provenance sidecar (``<table>.provenance.json``, written by ``odeflows tables``) names, per
+row, the run directories with their seed, config hash, code versions, git commit and dirty flag,
+data hash, package versions, device and the MD5 of their files (MD5 is what DVC records in
 ``dvc.lock`` for each file, so a checkpoint's hash can be matched against DVC's). Code versions
 are judged by the content of the code that computes a result (see
 :func:`odeflows.versions.code_version`), not by the commit: a docs-only commit changes nothing.
@@ -24,11 +24,11 @@ from typing import Any
 import pandas as pd
 
 from odeflows import provenance, versions
-from odeflows.aggregate import TableTask, reference_numbers, run_rows
 from odeflows.data.prepared import PreparedDataError, regenerate_hint
 from odeflows.data.prepared import verify as verify_prepared
 from odeflows.provenance import config_hash
 from odeflows.rundir import RunDir
+from odeflows.tables import TableTask, reference_numbers, run_rows
 from odeflows.tasks import get_task
 
 
@@ -55,7 +55,7 @@ def sidecar_of(table: str | Path) -> Path:
     side = table.with_name(table.stem + ".provenance.json")
     if not side.exists():
         raise FileNotFoundError(f"no provenance sidecar {side} next to {table}; regenerate it "
-                                f"with `snakemake --forcerun aggregate {table}`")
+                                f"with `snakemake --forcerun tables {table}`")
     return side
 
 
@@ -151,10 +151,10 @@ def audit(table: str | Path, verify: bool = False,
         for run in row["runs"]:
             _check_run(run, problems, report.code_changes, f"row {label}, seed {run.get('seed')}",
                        report.datasets)
-    made_by = (side.get("code_versions") or {}).get("aggregate")
-    now = versions.code_version("aggregate", plugins=side.get("modules") or [])["version"]
+    made_by = (side.get("code_versions") or {}).get("tables")
+    now = versions.code_version("tables", plugins=side.get("modules") or [])["version"]
     if made_by and made_by != now:
-        report.code_changes.append(f"table: made by other aggregation code than this tree's "
+        report.code_changes.append(f"table: made by other tables code than this tree's "
                                    f"(version {made_by})")
     return report
 
@@ -208,7 +208,7 @@ def _table_paths(tables_dir: Path) -> tuple[list[Path], list[str]]:
     tables = sorted(p.with_name(p.name.removesuffix(".provenance.json") + ".csv")
                     for p in tables_dir.glob("*.provenance.json"))
     problems = [f"table {t}: no provenance sidecar {t.with_suffix('')}.provenance.json, so it "
-                f"cannot be audited; regenerate it with `snakemake --forcerun aggregate {t}`"
+                f"cannot be audited; regenerate it with `snakemake --forcerun tables {t}`"
                 for t in sorted(tables_dir.glob("*.csv"))
                 if t.with_name(t.stem + "_runs.csv").exists() and t not in tables]
     problems += [f"table {t}: missing beside its provenance sidecar" for t in tables

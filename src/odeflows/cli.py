@@ -133,11 +133,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_aggregate(args: argparse.Namespace) -> int:
-    from odeflows.aggregate import aggregate
+def cmd_tables(args: argparse.Namespace) -> int:
+    from odeflows.tables import write_tables
 
-    paths = aggregate(args.scale, args.experiment, args.out_dir, args.config_dir, args.reference,
-                      args.modules or ())
+    paths = write_tables(args.scale, args.experiment, args.out_dir, args.config_dir,
+                         args.reference, args.modules or ())
     print("\n".join(map(str, paths)))
     return 0
 
@@ -163,8 +163,8 @@ def cmd_claims(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_parameters(args: argparse.Namespace) -> int:
-    from odeflows.parameters import write_parameter_table
+def cmd_parameter_counts(args: argparse.Namespace) -> int:
+    from odeflows.parameter_counts import write_parameter_table
 
     for path in write_parameter_table(args.out_dir, args.config_dir, args.experiments):
         print(path)
@@ -241,13 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
     _modules(p)
     p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("parameters", help="parameter counts of the paper configurations beside "
-                       "the papers' (AFFJORD Table 2, RNODE Table 2, ANODE App. F.2.2)")
+    p = sub.add_parser("parameter-counts", help="parameter counts of the paper configurations "
+                       "beside the papers' (AFFJORD Table 2, RNODE Table 2, ANODE App. F.2.2)")
     p.add_argument("--out-dir", required=True, help="writes parameters.csv and parameters.md")
     p.add_argument("--experiments", nargs="+",
                    help="default: every experiment with paper-scale settings")
     _config_dir(p)
-    p.set_defaults(func=cmd_parameters)
+    p.set_defaults(func=cmd_parameter_counts)
 
     p = sub.add_parser("prepare", help="generate a dataset's fixed train/val/test splits (image "
                        "sets: read data/raw/<name>, see --download)")
@@ -274,14 +274,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="prepared dataset .npz")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("aggregate", help="tables (CSV, Markdown, provenance) of one experiment")
+    p = sub.add_parser("tables", help="tables (CSV, Markdown, provenance) of one experiment")
     _scale(p)
     p.add_argument("--experiment", required=True, help=_names("experiments"))
     p.add_argument("--out-dir", required=True)
     _config_dir(p)
     p.add_argument("--reference", default=None, help="paper numbers YAML (default: packaged)")
     _modules(p)
-    p.set_defaults(func=cmd_aggregate)
+    p.set_defaults(func=cmd_tables)
 
     p = sub.add_parser("plot", help="figures (PNG and PDF) of one experiment")
     _scale(p)

@@ -171,7 +171,7 @@ def summarise_profile(run_dirs: list[str]) -> pd.DataFrame:
 
 
 def profile_markdown(table: pd.DataFrame, title: str) -> str:
-    from odeflows.aggregate import format_cell
+    from odeflows.tables import format_cell
 
     lines = [f"# {title}", "",
              "Peak memory of tensors saved for backward (MiB) and seconds per training step, "

@@ -28,21 +28,21 @@ STAGES: dict[str, tuple[str, ...]] = {
     "prepare": ("odeflows.data.prepared",),
     "train": ("odeflows.train",),
     "evaluate": ("odeflows.evaluate",),
-    "aggregate": ("odeflows.aggregate",),
+    "tables": ("odeflows.tables",),
     # the figure registry finds its modules when asked, so the plot stage names them all
     "plot": ("odeflows.plots", "odeflows.plots_images", "odeflows.figures", "odeflows.figures.*"),
     "claims": ("odeflows.claims",),
-    "parameters": ("odeflows.parameters",),
+    "parameter_counts": ("odeflows.parameter_counts",),
 }
 # the stage functions a task names (``Deferred``, not imported) that each stage calls
 _TASK_FUNCTIONS = {"train": ("runner",), "evaluate": ("evaluator",),
-                   "aggregate": ("summariser", "formatter", "curve_table"), "plot": ("drawer",)}
+                   "tables": ("summariser", "formatter", "curve_table"), "plot": ("drawer",)}
 # never part of a computation: they only call the stages
 _DRIVERS = ("odeflows.cli", "odeflows.audit")
 # data files a stage reads from the package
-_STAGE_DATA = {"aggregate": ("reference/paper_numbers.yaml",),
+_STAGE_DATA = {"tables": ("reference/paper_numbers.yaml",),
                "claims": ("reference/paper_numbers.yaml",),
-               "parameters": ("reference/paper_numbers.yaml",)}
+               "parameter_counts": ("reference/paper_numbers.yaml",)}
 
 
 def _package_root() -> Path:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A real single-node SLURM cluster on this machine, for testing the workflow's SLURM profile
-# (tests/test_slurm.py, workflow/profiles/local-slurm). Debian 12, run as root; no systemd needed.
+# (tests/test_slurm.py, profiles/local-slurm). Debian 12, run as root; no systemd needed.
 #
 #   bash tests/cluster/slurm.sh install   # apt-get install slurm-wlm munge (skips if installed)
 #   bash tests/cluster/slurm.sh start     # munged + slurmctld + slurmd; waits for an idle node

@@ -1,4 +1,4 @@
-rule aggregate:
+rule tables:
     """Mean ± std over successful seeds beside the papers' numbers, with a provenance sidecar."""
     input:
         lambda w: [f"{s.path}/eval.json" for s in runs_of(w.experiment)],
@@ -14,16 +14,16 @@ rule aggregate:
         provenance="results/{scale}/tables/{experiment}.provenance.json",
         curves="results/{scale}/tables/{experiment}_curves.csv",
     params:
-        code=lambda w: code("aggregate", extra=task_modules(w.experiment)),
+        code=lambda w: code("tables", extra=task_modules(w.experiment)),
         out_dir=lambda w, output: os.path.dirname(output.csv),
         config_dir=CONFIG_DIR,
         modules=WORKFLOW_MODULES,
     log:
-        "logs/{scale}/aggregate/{experiment}.log",
+        "logs/{scale}/tables/{experiment}.log",
     conda:
         "../../envs/odeflows.yaml"
     shell:
-        "odeflows aggregate --scale {wildcards.scale} --experiment {wildcards.experiment} "
+        "odeflows tables --scale {wildcards.scale} --experiment {wildcards.experiment} "
         "--out-dir {params.out_dir} --config-dir {params.config_dir} {params.modules} > {log} 2>&1"
 
 
@@ -82,7 +82,7 @@ rule claims:
         "--config-dir {params.config_dir} {params.modules} > {log} 2>&1"
 
 
-rule parameters:
+rule parameter_counts:
     """Parameter counts of the paper configurations beside the papers' printed counts."""
     input:
         [f"{CONFIG_DIR}/experiments/{exp}.yaml" for exp in EXPERIMENTS],
@@ -91,14 +91,14 @@ rule parameters:
                    category="Tables", labels={"experiment": "parameter counts", "format": "csv"}),
         md="results/{scale}/tables/parameters.md",
     params:
-        code=code("parameters"),
+        code=code("parameter_counts"),
         out_dir=lambda w, output: os.path.dirname(output.csv),
         config_dir=lambda w, input: os.path.dirname(os.path.dirname(input[0])),
         experiments=" ".join(EXPERIMENTS),
     log:
-        "logs/{scale}/parameters.log",
+        "logs/{scale}/parameter_counts.log",
     conda:
         "../../envs/odeflows.yaml"
     shell:
-        "odeflows parameters --out-dir {params.out_dir} --experiments {params.experiments} "
+        "odeflows parameter-counts --out-dir {params.out_dir} --experiments {params.experiments} "
         "--config-dir {params.config_dir} > {log} 2>&1"

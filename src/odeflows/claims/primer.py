@@ -3,7 +3,7 @@
 
 The table's columns used here: ``base_model`` (the family a ladder rung runs as), ``test_loss``
 (nats) or ``test_bpd`` (images), ``test_loss_se``, ``effective_parameters``, ``iterations`` /
-``epochs_trained``, and what evaluation records for flows (:mod:`odeflows.flow_checks`):
+``epochs_trained``, and what evaluation records for flows (:mod:`odeflows.evidence.flows`):
 ``flow_structure``, ``data_dim``, ``density_passes``, ``sample_passes``, ``density_seconds``,
 ``sample_seconds``, ``roundtrip_max[_f64]``, ``roundtrip_max_tol<τ>``, plus the references
 ``data_entropy`` (the generator's closed-form entropy) and ``gaussian_fit_test_nll`` / ``_se``.

@@ -99,9 +99,9 @@ def scale_settings(experiments: list[str], config_dir: str | Path
 
 def evidence(scale: str, tables_dir: str | Path, config_dir: str | Path = "config",
              budgets: bool = True) -> Evidence:
-    from odeflows.aggregate import paper_facts
     from odeflows.config import dataset_config, experiment_ids, load_datasets, load_scales
     from odeflows.data import get_generator
+    from odeflows.tables import paper_facts
 
     config_dir = Path(config_dir)
     datasets = load_datasets(config_dir) if (config_dir / "datasets.yaml").exists() else {}
@@ -317,8 +317,8 @@ def write_metrics(tables_dir: str | Path, out_dir: str | Path, claims: dict[int,
     """What `dvc metrics show` reads, as rows a person can scan: one file per claim (its verdict
     and what it was tested on) and one per experiment (runs completed and failed, training
     hours, its headline result); `dvc metrics diff` then lists changed verdicts."""
-    from odeflows.aggregate import TableTask
     from odeflows.provenance import read_json, write_json_atomic
+    from odeflows.tables import TableTask
     from odeflows.tasks import get_task
 
     out = Path(out_dir)

@@ -27,7 +27,7 @@ Arrays = dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)
-class Generator:
+class DatasetGenerator:
     """A registered dataset generator and the facts the harness reads from it."""
 
     name: str
@@ -51,14 +51,14 @@ class Generator:
             raise ValueError(f"generator {self.name!r}: targets must be None or one of {TARGETS}")
 
 
-GENERATORS: Registry[Generator] = Registry("dataset generator", packages=("odeflows.data",))
+GENERATORS: Registry[DatasetGenerator] = Registry("dataset generator", packages=("odeflows.data",))
 
 
-def register_generator(entry: Generator) -> Generator:
+def register_generator(entry: DatasetGenerator) -> DatasetGenerator:
     return GENERATORS.add(entry.name, entry)
 
 
-def get_generator(name: str) -> Generator:
+def get_generator(name: str) -> DatasetGenerator:
     return GENERATORS.get(name)
 
 
@@ -89,8 +89,8 @@ def register_sampler(name: str, *, targets: str | None = None,
                 return {"facts": {k: float(v)
                                   for k, v in facts(**(cfg.get("params") or {})).items()}}
 
-        register_generator(Generator(name, "vectors", generate, targets=targets,
-                                     params=params or {}, describe=describe,
-                                     description=description, module=fn.__module__))
+        register_generator(DatasetGenerator(name, "vectors", generate, targets=targets,
+                                            params=params or {}, describe=describe,
+                                            description=description, module=fn.__module__))
         return fn
     return wrap

@@ -732,10 +732,10 @@ def _describe(ds: ImageDataset, cfg: dict[str, Any], arrays: Arrays) -> dict[str
 
 
 def _register() -> None:
-    from odeflows.data import Generator, register_generator
+    from odeflows.data import DatasetGenerator, register_generator
 
     for ds in DATASETS.values():
-        register_generator(Generator(
+        register_generator(DatasetGenerator(
             ds.name, "images", functools.partial(_generate, ds), targets="classes",
             params=PARAMS, describe=functools.partial(_describe, ds), shape=ds.shape,
             classes=ds.classes, bits=ds.bits, description=ds.description, module=__name__))

@@ -37,7 +37,7 @@ from torch import nn
 from odeflows.models import BuildContext, ReferenceCount
 from odeflows.nn import divergence as div_
 from odeflows.nn import fused_conv
-from odeflows.nn.conv_layers import ConvODEnet, conv_param_count
+from odeflows.nn.conv_layers import ConvFieldNet, conv_param_count
 from odeflows.nn.names import DIVERGENCES
 from odeflows.nn.names import IMAGE_LAYERS as LAYERS
 from odeflows.ode import Autonomous, CountedField, Solver, solve
@@ -122,8 +122,8 @@ class ImageField(nn.Module):
         cond = {"time_channel": [1] * n_layers, "time_hyper": [0] * n_layers}.get(
             self.mode, [c] + [0] * (n_layers - 1))
         self.hyper_in = (1 if not augmented else hyper_in) if layer == "hyper" else 0
-        self.net = ConvODEnet(c, hidden_dims, cond_channels=cond, hyper_in=self.hyper_in,
-                              nonlinearity=nonlinearity)
+        self.net = ConvFieldNet(c, hidden_dims, cond_channels=cond, hyper_in=self.hyper_in,
+                                nonlinearity=nonlinearity)
         # the t channel is t·ones; the ones map is kept so no evaluation has to build it
         self.register_buffer("ones", torch.ones(1, 1, h, w), persistent=False)
 

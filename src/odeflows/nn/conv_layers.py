@@ -133,10 +133,11 @@ class HyperConv2d(nn.Module):
         self.hypernet.bias[:self.n_weight].zero_()
 
 
-class ConvODEnet(nn.Module):
-    """FFJORD's multiscale ODEnet: conv → act → conv → act → … → conv (channels → hidden_dims →
-    channels), every layer 3×3 stride 1. ``cond_channels[i]`` is the number of shared
-    conditioning channels layer i takes; ``hyper_in`` > 0 makes every layer a HyperConv2d."""
+class ConvFieldNet(nn.Module):
+    """The conv network of an image CNF's vector field (FFJORD's multiscale ``ODEnet``): conv →
+    act → conv → act → … → conv (channels → hidden_dims → channels), every layer 3×3 stride 1.
+    ``cond_channels[i]`` is the number of shared conditioning channels layer i takes;
+    ``hyper_in`` > 0 makes every layer a HyperConv2d."""
 
     def __init__(self, channels: int, hidden_dims: tuple[int, ...], *, cond_channels: list[int],
                  hyper_in: int = 0, nonlinearity: str = "softplus"):

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from odeflows.data import Generator
+    from odeflows.data import DatasetGenerator
     from odeflows.models import ModelEntry
     from odeflows.rundir import RunDir
 
@@ -36,7 +36,7 @@ Options = Mapping[str, dict[str, Any]]
 
 # every task: the evaluation batch size
 EVAL_BATCH = {"batch_size": {"type": "integer", "minimum": 1, "default": 1000}}
-# the density tasks: what odeflows.flow_checks measures besides the scores
+# the density tasks: what odeflows.evidence.flows measures besides the scores
 FLOW_EVAL_OPTIONS: Options = {
     "cost_batch": {"type": "integer", "minimum": 0, "default": 0,
                    "description": "points for the cost of log p vs sampling (0: not measured)"},
@@ -81,14 +81,14 @@ class Task:
     #: on the stages that read it) and resolved when called
     runner = Deferred("odeflows.train:train")
     evaluator = Deferred("odeflows.evaluate:evaluate")
-    summariser = Deferred("odeflows.aggregate:summarise")
-    formatter = Deferred("odeflows.aggregate:to_markdown")
-    curve_table = Deferred("odeflows.aggregate:training_curves")
+    summariser = Deferred("odeflows.tables:summarise")
+    formatter = Deferred("odeflows.tables:to_markdown")
+    curve_table = Deferred("odeflows.tables:training_curves")
     #: ``draw(exp, out_dir) -> list[Path]`` of its own figures (None: it has none)
     drawer: Deferred | None = None
 
     # -- selection ------------------------------------------------------------------------------
-    def accepts(self, model: ModelEntry, data: Generator) -> str | None:
+    def accepts(self, model: ModelEntry, data: DatasetGenerator) -> str | None:
         """None when this task can train ``model`` on ``data``, else why not."""
         return "not applicable"
 
@@ -162,7 +162,7 @@ def get_task(name: str) -> Task:
     return TASKS.get(name)
 
 
-def select_task(model: ModelEntry, data: Generator, requested: str | None = None) -> Task:
+def select_task(model: ModelEntry, data: DatasetGenerator, requested: str | None = None) -> Task:
     """The task of ``model`` on ``data``: the experiment's ``requested`` task when it names one
     (it must accept the pair), else the one automatic task that accepts it."""
     if requested is not None:
@@ -199,7 +199,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 def no_grad(fn: F) -> F:
     """``torch.no_grad()`` as a decorator that imports torch when called, not when the task
     module is imported: tasks are selected, validated and tabulated without torch (planning the
-    workflow, aggregating tables), which saves each such process the seconds torch takes."""
+    workflow, building tables), which saves each such process the seconds torch takes."""
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         import torch

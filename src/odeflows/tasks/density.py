@@ -103,7 +103,7 @@ class DensityTask(Task):
     def evidence(self, model, data, cfg, generator, run) -> dict[str, Any]:
         import torch
 
-        from odeflows.flow_checks import flow_evidence
+        from odeflows.evidence.flows import flow_evidence
 
         ecfg = cfg["eval"]
         out: dict[str, Any] = gaussian_fit(data["x_train"], data["x_test"])
@@ -119,7 +119,7 @@ class DensityTask(Task):
         from odeflows.models import get_model
 
         if "divergence" in get_model(cfg["model"], "vectors").traits:  # claim 10
-            from odeflows.checks import hutchinson_check
+            from odeflows.evidence.estimators import hutchinson_check
 
             x = torch.from_numpy(data["x_test"][:64])
             out["hutchinson"] = hutchinson_check(model, x, int(ecfg["hutchinson_probes"]),

@@ -157,7 +157,7 @@ class ImageDensityTask(Task):
     def evidence(self, model, data, cfg, generator, run) -> dict[str, Any]:
         import torch
 
-        from odeflows.flow_checks import flow_evidence
+        from odeflows.evidence.flows import flow_evidence
 
         ecfg = cfg["eval"]
         n = int(ecfg["samples"])

@@ -1,7 +1,7 @@
-"""Aggregate run directories into tables: a long per-run file, a per-experiment summary (mean ±
-std over successful seeds, failed seeds counted, paper numbers beside ours) and a provenance
-sidecar that names, for every row of the summary, the runs, record fields and code versions
-behind it. Which columns a table has comes from the tasks of its runs."""
+"""The tables of an experiment, built from its run directories: a long per-run file, a
+per-experiment summary (mean ± std over successful seeds, failed seeds counted, paper numbers
+beside ours) and a provenance sidecar that names, for every row of the summary, the runs, record
+fields and code versions behind it. Which columns a table has comes from the tasks of its runs."""
 
 from __future__ import annotations
 
@@ -291,8 +291,9 @@ def experiment_tasks(p: Plan, experiment: str, columns: Mapping[str, str] | None
     return TableTask(tasks, columns), runs
 
 
-def aggregate(scale: str, experiment: str, out_dir: str | Path, config_dir: str | Path = "config",
-              reference: str | Path | None = None, modules: Sequence[str] = ()) -> list[Path]:
+def write_tables(scale: str, experiment: str, out_dir: str | Path,
+                 config_dir: str | Path = "config", reference: str | Path | None = None,
+                 modules: Sequence[str] = ()) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     exp = load_experiment(experiment, config_dir)
@@ -332,7 +333,7 @@ def aggregate(scale: str, experiment: str, out_dir: str | Path, config_dir: str 
         "code_versions": {
             "train": sorted({r["code_version"] for r in runs.to_dict("records")
                              if isinstance(r.get("code_version"), str)}),
-            "aggregate": versions.code_version("aggregate", plugins=p.modules)["version"],
+            "tables": versions.code_version("tables", plugins=p.modules)["version"],
         },
         "rows": prov_rows,
     })

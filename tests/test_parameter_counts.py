@@ -8,7 +8,7 @@ import re
 import pandas as pd
 
 from conftest import ROOT
-from odeflows.parameters import paper_config_counts, to_markdown
+from odeflows.parameter_counts import paper_config_counts, to_markdown
 
 
 def test_every_difference_is_explained():

@@ -25,6 +25,9 @@ from torch import nn
 
 from odeflows.ode import Solver, count_nfe, reset_nfe
 
+__all__ = ["direction_costs", "flow_evidence", "parameters", "round_trip", "structure",
+           "tolerance_key"]
+
 
 def structure(model: nn.Module) -> str | None:
     """The flow's structure as it declares it (``coupling``, ``autoregressive``, …), or

@@ -14,11 +14,11 @@ from typing import Any
 import pandas as pd
 import torch
 
-from odeflows.aggregate import paper_facts, reference_numbers
 from odeflows.config import experiment_ids, load_datasets, load_experiment, plan
 from odeflows.data import get_generator
 from odeflows.models import BuildContext, build_model, get_model, num_parameters
 from odeflows.ode import Solver
+from odeflows.tables import paper_facts, reference_numbers
 
 EXTRA_WORDS = {
     "end_time": "an untrained end time T per CNF",
