@@ -11,15 +11,9 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from odeflows.config import (
-    ConfigError,
-    RunSpec,
-    complete_config,
-    config_hash,
-    plan,
-    resolve_run,
-    run_matrix,
-)
+from odeflows.config import ConfigError, complete_config, plan, resolve_run, run_matrix
+from odeflows.provenance import config_hash
+from odeflows.rundir import RunSpec
 
 ALL = ["anode_toy", "affjord_toy", "node_adjoint"]
 

@@ -16,8 +16,9 @@ import yaml
 
 from conftest import ROOT
 from odeflows.aggregate import TableTask, run_rows, summarise, to_markdown
-from odeflows.config import ConfigError, RunSpec, plan, resolve_run
+from odeflows.config import ConfigError, plan, resolve_run
 from odeflows.figures import FIGURES, get_figure, register_figure
+from odeflows.rundir import RunSpec
 from odeflows.tasks import get_task
 
 

@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from conftest import ROOT
-from odeflows.config import ConfigError, RunSpec, resolve_run
+from odeflows.config import ConfigError, resolve_run
 from odeflows.models import build_model, num_parameters
 from odeflows.ode import count_nfe, reset_nfe
 from odeflows.registry import UnknownName
+from odeflows.rundir import RunSpec
 
 
 @pytest.mark.parametrize("experiment,dataset,model,dim,expected", [

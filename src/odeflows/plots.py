@@ -21,10 +21,10 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
-from odeflows.config import RunSpec, load_datasets, load_experiment, plan
+from odeflows.config import load_datasets, load_experiment, plan
 from odeflows.data.prepared import load as load_prepared
 from odeflows.models import get_model
-from odeflows.rundir import COMPLETED, RunDir
+from odeflows.rundir import COMPLETED, RunDir, RunSpec
 from odeflows.tasks import get_task
 
 # Agg before pyplot: the workflow runs headless and must never try to open a display
