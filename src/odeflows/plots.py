@@ -376,7 +376,7 @@ def _trajectories(exp: Experiment, out_dir: Path, dataset: str) -> list[Path]:
     for model in exp.models:
         run = exp.group(dataset, model).first_completed("trajectories.npz")
         panels.append((model, run, "time"))
-        if (exp.config(dataset, model) or {}).get("model_cfg", {}).get("augment_dim"):
+        if (exp.config(dataset, model) or {}).get("model_options", {}).get("augment_dim"):
             # the augmented coordinate is where ANODE routes trajectories past each other
             panels.append((model, run, "phase"))
     if not any(run for _, run, _ in panels):

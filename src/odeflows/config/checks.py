@@ -34,7 +34,7 @@ class Options:
     """What a section of a settings layer accepts: per key, every declaration of it (models and
     tasks may declare one key differently), and the sections tasks add (e.g. profile)."""
 
-    model_cfg: dict[str, list[dict[str, Any]]]
+    model_options: dict[str, list[dict[str, Any]]]
     train: dict[str, list[dict[str, Any]]]
     eval: dict[str, list[dict[str, Any]]]
     sections: dict[str, dict[str, Any]]
@@ -70,7 +70,7 @@ def _partial(fragment: dict[str, Any]) -> dict[str, Any]:
 @cache
 def _layer_validator(options_json: str) -> jsonschema.Draft202012Validator:
     options = json.loads(options_json)
-    props = {name: _strict(options[name]) for name in ("model_cfg", "train", "eval")}
+    props = {name: _strict(options[name]) for name in ("model_options", "train", "eval")}
     props.update({name: _partial(s) for name, s in options["sections"].items()})
     return validator({"type": "object", "properties": props})
 
@@ -82,7 +82,7 @@ def layer_problems(layer: dict[str, Any] | None, options: Options,
     merge of all layers provides are not required here."""
     if not isinstance(layer, dict):
         return []  # the experiment schema reports it
-    blob = json.dumps({"model_cfg": options.model_cfg, "train": options.train,
+    blob = json.dumps({"model_options": options.model_options, "train": options.train,
                        "eval": options.eval, "sections": options.sections}, sort_keys=True)
     return messages(_layer_validator(blob), layer, prefix)
 
@@ -95,7 +95,7 @@ def _mapping(value: Any) -> dict[Any, Any]:
 def experiment_layers(exp: dict[str, Any]) -> Iterable[tuple[str, str | None, dict[str, Any]]]:
     """(layer name, the model it applies to or None for layers every model shares, settings) of
     every settings layer of an experiment file, at every scale."""
-    yield "defaults", None, exp.get("defaults")
+    yield "settings", None, exp.get("settings")
     for model, layer in _mapping(exp.get("model_settings")).items():
         yield f"model_settings.{model}", model, layer
     for dataset, layer in _mapping(exp.get("dataset_settings")).items():
@@ -214,7 +214,7 @@ def malformed_layer_problems(exp_id: str, config_dir: str | Path) -> list[str]:
 
 def experiment_layer_problems(exp: dict[str, Any], where: str) -> list[tuple[str, str, str]]:
     """(layer, key, message) of every value of every settings layer of an experiment file, at
-    every scale, that the options declared for its section do not accept: model_cfg those of the
+    every scale, that the options declared for its section do not accept: model_options those of the
     layer's model (a layer every model shares: of any model of the experiment), train and eval
     those of the training loop and of any task."""
     from odeflows.models import MODELS
@@ -246,8 +246,8 @@ def _options(models: tuple[str, ...]) -> Options:
         for name, section in task.sections.items():
             sections.setdefault(name, section)
     return Options(
-        model_cfg=declarations(*(MODELS.get(m, kind).options for m in models
-                                 for kind in MODELS.variants(m))),
+        model_options=declarations(*(MODELS.get(m, kind).options for m in models
+                                     for kind in MODELS.variants(m))),
         train=declarations(schema("run")["$defs"]["train"]["properties"],
                            *(dict(t.train_options) for t in tasks)),
         eval=declarations(*(dict(t.eval_options) for t in tasks)),

@@ -26,7 +26,7 @@ __all__ = ["LAYERS", "complete_config", "dataset_config", "deep_merge", "entry_s
 
 
 # layers of an experiment file, in merge order (later wins)
-LAYERS = ("defaults", "model_settings", "dataset_settings", "dataset_model_settings",
+LAYERS = ("settings", "model_settings", "dataset_settings", "dataset_model_settings",
           "overrides", "dataset_overrides", "model_overrides")
 
 
@@ -64,20 +64,21 @@ def dataset_config(dataset: str, scale: str, config_dir: str | Path = "config") 
 
 
 def scale_entry(exp: dict[str, Any], scale: str, config_dir: str | Path) -> dict[str, Any]:
-    """The experiment's settings at ``scale``: its own entry (merged over the entry it
-    ``extends``), or the entry of the nearest scale ``scale`` extends in scales.yaml."""
+    """The experiment's settings at ``scale``: its own entry (deep-merged over the entry it is
+    ``based_on``), or else, whole, the entry of the nearest scale ``scale`` extends in
+    scales.yaml."""
     scales = exp["scales"]
     for s in scale_chain(scale, config_dir):
         if s in scales:
             entry, seen = scales[s], [s]
-            while "extends" in entry:
-                parent = entry["extends"]
+            while "based_on" in entry:
+                parent = entry["based_on"]
                 if parent not in scales or parent in seen:
-                    raise ConfigError(f"experiment {exp['id']}: scales.{s}.extends: "
+                    raise ConfigError(f"experiment {exp['id']}: scales.{s}.based_on: "
                                       f"{parent!r} is not another scale of this experiment")
                 seen.append(parent)
                 entry = deep_merge(scales[parent], {k: v for k, v in entry.items()
-                                                    if k != "extends"})
+                                                    if k != "based_on"})
             return entry
     raise ConfigError(f"experiment {exp['id']} has no settings for scale {scale!r} (it has: "
                       f"{', '.join(scales)}; a scale can extend another in scales.yaml)")
@@ -90,7 +91,7 @@ def entry_sources(exp: dict[str, Any], scale: str, config_dir: str | Path) -> li
     out: list[str] = []
     while found in scales and found not in out:
         out.append(found)
-        found = scales[found].get("extends")
+        found = scales[found].get("based_on")
     return out
 
 
@@ -106,7 +107,7 @@ def _layers(exp: dict[str, Any], sc: dict[str, Any], dataset: str, model: str
             ) -> list[tuple[str, dict[str, Any] | None]]:
     """(name, settings) of every layer that applies to a (dataset, model) cell, in merge order."""
     return [
-        ("defaults", exp["defaults"]),
+        ("settings", exp["settings"]),
         (f"model_settings.{model}", exp.get("model_settings", {}).get(model)),
         (f"dataset_settings.{dataset}", exp.get("dataset_settings", {}).get(dataset)),
         (f"dataset_model_settings.{dataset}.{model}",
@@ -146,8 +147,8 @@ def _run_validator(model: str, data: str, task: str) -> jsonschema.Draft202012Va
                 "properties": {k: plain(v) for k, v in options.items()},
                 "required": sorted(set(required))}
 
-    props["model_cfg"] = strict(entry.options,
-                                [k for k, v in entry.options.items() if "default" not in v])
+    props["model_options"] = strict(entry.options,
+                                    [k for k, v in entry.options.items() if "default" not in v])
     props["eval"] = strict(tsk.eval_options)
     train = run_schema["$defs"]["train"]
     train["additionalProperties"] = False
@@ -188,13 +189,13 @@ def resolve_spec(spec: RunSpec, exp: dict[str, Any], sc: dict[str, Any],
 
 
 # layers every model / dataset of an experiment shares (the others name one model or dataset)
-_SHARED = ("defaults", "dataset_settings", "overrides", "dataset_overrides")
-# sections whose keys depend on the model (model_cfg) or on the task (eval, train)
-_OPTION_SECTIONS = ("model_cfg", "eval", "train")
+_SHARED = ("settings", "dataset_settings", "overrides", "dataset_overrides")
+# sections whose keys depend on the model (model_options) or on the task (eval, train)
+_OPTION_SECTIONS = ("model_options", "eval", "train")
 
 
 def _shared_keys(exp: dict[str, Any]) -> dict[str, set[str]]:
-    """Keys any model of the experiment (model_cfg) or any task (eval, train) accepts: a key set
+    """Keys any model of the experiment (model_options) or any task (eval, train) accepts: a key set
     in a shared layer applies to the runs that accept it; one nothing accepts is a typo."""
     from odeflows.models import MODELS
     from odeflows.tasks import TASKS
@@ -203,7 +204,7 @@ def _shared_keys(exp: dict[str, Any]) -> dict[str, set[str]]:
     model_keys = {k for n in names if n in MODELS for e in (MODELS.get(n, v)
                   for v in MODELS.variants(n)) for k in e.options}
     tasks = list(TASKS.all())
-    return {"model_cfg": model_keys,
+    return {"model_options": model_keys,
             "eval": {k for t in tasks for k in t.eval_options},
             "train": {k for t in tasks for k in t.train_options}}
 
@@ -228,7 +229,7 @@ def _complete(meta: dict[str, Any], merged: dict[str, Any], dataset: dict[str, A
     except (UnknownName, ValueError) as err:
         return None, [f"{cell}: {err}"]
     merged = dict(merged)
-    accepted = {"model_cfg": set(model.options), "eval": set(task.eval_options),
+    accepted = {"model_options": set(model.options), "eval": set(task.eval_options),
                 "train": set(task.train_options) | set(schema("run")["$defs"]["train"]
                                                        ["properties"])}
     for section in _OPTION_SECTIONS:
@@ -245,7 +246,7 @@ def _complete(meta: dict[str, Any], merged: dict[str, Any], dataset: dict[str, A
     run = schema("run")["$defs"]
     cfg: dict[str, Any] = {
         **meta, "task": task.name, "data": data,
-        "model_cfg": {**_defaults(dict(model.options)), **merged.get("model_cfg", {})},
+        "model_options": {**_defaults(dict(model.options)), **merged.get("model_options", {})},
         "solver": {**_defaults(run["solver_partial"]["properties"]),
                    **(merged.get("solver") or {})},
         "eval_solver": {**_defaults(run["solver_partial"]["properties"]),
@@ -277,8 +278,8 @@ def _complete(meta: dict[str, Any], merged: dict[str, Any], dataset: dict[str, A
 def complete_config(cfg: dict[str, Any], config_dir: str | Path = "config") -> dict[str, Any]:
     """Complete and check a run configuration written by hand (tests, notebooks): ``experiment``,
     ``dataset`` (a name in datasets.yaml), ``model``, ``seed``, ``scale`` and any of the
-    sections ``model_cfg``, ``solver``, ``eval_solver``, ``train``, ``eval``, … — as the workflow
-    resolves an experiment's runs. A ``task`` key names the task (default: derived)."""
+    sections ``model_options``, ``solver``, ``eval_solver``, ``train``, ``eval``, … — as the
+    workflow resolves an experiment's runs. A ``task`` key names the task (default: derived)."""
     keys = ("experiment", "dataset", "model", "seed", "scale", "variant", "modules")
     meta = {k: cfg[k] for k in keys if k in cfg}
     datasets = load_datasets(config_dir)
