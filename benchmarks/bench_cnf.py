@@ -70,9 +70,9 @@ from odeflows.ode import Solver, count_nfe, reset_nfe
 from odeflows.profiling import SavedTensorMeter
 
 TRAIN_TOY = {
-    "model_cfg": {"field": "concatsquash", "hidden_dims": [64, 64, 64], "nonlinearity": "tanh",
-                  "t_data": 0.0, "t_base": 0.5, "base_std": 1.0, "divergence": "exact",
-                  "analytic_trace": False},
+    "model_options": {"field": "concatsquash", "hidden_dims": [64, 64, 64], "nonlinearity": "tanh",
+                      "t_data": 0.0, "t_base": 0.5, "base_std": 1.0, "divergence": "exact",
+                      "analytic_trace": False},
     # the reference's CNF integrates with odeint_adjoint: backward NFE are adjoint solves
     "solver": {"method": "dopri5", "rtol": 1e-5, "atol": 1e-5, "adjoint": True},
     "train": {"lr": 1e-3, "weight_decay": 1e-5, "batch_size": 100},
@@ -96,15 +96,15 @@ RK4 = {"method": "rk4", "step_size": 0.05}
 RNODE = {"kinetic": 0.01, "jacobian": 0.01}
 CASES = {
     "ffjord_autograd": _case(),
-    "ffjord_fast": _case(model_cfg=FAST),
-    "ffjord_fast_direct": _case(model_cfg=FAST, solver={"adjoint": False}),
-    "ffjord_fused": _case(model_cfg=FUSED),
-    "ffjord_fused_direct": _case(model_cfg=FUSED, solver={"adjoint": False}),
-    "ffjord_hutchinson": _case(model_cfg={"divergence": "hutchinson", "probe": "gaussian"}),
-    "ffjord_rk4": _case(model_cfg=FAST, solver=RK4),
-    "ffjord_fused_rk4": _case(model_cfg=FUSED, solver=RK4),
-    "rnode": _case(model_cfg=FAST | RNODE),
-    "rnode_fused": _case(model_cfg=FUSED | RNODE),
+    "ffjord_fast": _case(model_options=FAST),
+    "ffjord_fast_direct": _case(model_options=FAST, solver={"adjoint": False}),
+    "ffjord_fused": _case(model_options=FUSED),
+    "ffjord_fused_direct": _case(model_options=FUSED, solver={"adjoint": False}),
+    "ffjord_hutchinson": _case(model_options={"divergence": "hutchinson", "probe": "gaussian"}),
+    "ffjord_rk4": _case(model_options=FAST, solver=RK4),
+    "ffjord_fused_rk4": _case(model_options=FUSED, solver=RK4),
+    "rnode": _case(model_options=FAST | RNODE),
+    "rnode_fused": _case(model_options=FUSED | RNODE),
 }
 # AFFJORD §4.1 (``affjord_toy``): hypernet fields, RK4 40 steps (160 evaluations) from t = 10
 # (data) to 0 (base N(0, 0.1 I)), batch 512, exact trace, backpropagation through the solver
@@ -114,22 +114,22 @@ PAPER_RK4 = {"method": "rk4", "steps": 40, "adjoint": False}
 ADAM = {"lr": 1e-3, "weight_decay": 0.0}
 AUG = {"aug_dim": 2, "aug_hidden": 3}
 CASES |= {
-    "affjord": _case(model="affjord", data="hash", batch=512, model_cfg=HYPER | AUG,
+    "affjord": _case(model="affjord", data="hash", batch=512, model_options=HYPER | AUG,
                      solver=PAPER_RK4, train=ADAM),
     "affjord_autograd": _case(model="affjord", data="hash", batch=512,
-                              model_cfg=HYPER | AUG | {"fused": False}, solver=PAPER_RK4,
+                              model_options=HYPER | AUG | {"fused": False}, solver=PAPER_RK4,
                               train=ADAM),
     "affjord_rnode": _case(model="affjord_rnode", data="hash", batch=512,
-                           model_cfg=HYPER | AUG | RNODE, solver=PAPER_RK4, train=ADAM),
+                           model_options=HYPER | AUG | RNODE, solver=PAPER_RK4, train=ADAM),
     # the FFJORD baseline of the same experiment: the time-hypernet field of torchdiffeq cnf.py
-    "ffjord_hyper": _case(data="hash", batch=512, model_cfg=HYPER | {"field": "hyper_t"},
+    "ffjord_hyper": _case(data="hash", batch=512, model_options=HYPER | {"field": "hyper_t"},
                           solver=PAPER_RK4, train=ADAM),
     "ffjord_hyper_autograd": _case(data="hash", batch=512,
-                                   model_cfg=HYPER | {"field": "hyper_t", "fused": False},
+                                   model_options=HYPER | {"field": "hyper_t", "fused": False},
                                    solver=PAPER_RK4, train=ADAM),
     # torchdiffeq examples/cnf.py itself: dopri5 1e-5 without adjoint, circles
     "ffjord_hyper_dopri5": _case(data="circles", batch=512,
-                                 model_cfg=HYPER | {"field": "hyper_t"},
+                                 model_options=HYPER | {"field": "hyper_t"},
                                  solver={"method": "dopri5", "adjoint": False}, train=ADAM),
 }
 # which reference each case is compared with (cases without one are reported alone)
@@ -148,10 +148,10 @@ IMAGE_CASES = {IMAGE_CASE: True, f"{IMAGE_CASE}_autograd": False}  # name → fu
 
 
 def _apply_fused(model: nn.Module, cfg: dict) -> nn.Module:
-    """``model_cfg.fused`` (default true): false drops the fused dynamics, keeping the generic
+    """``model_options.fused`` (default true): false drops the fused dynamics, keeping the generic
     path. Applied here because the choice is a ToyCNF argument that build_model may not forward."""
     dyn = getattr(model, "dynamics", None)
-    if dyn is not None and hasattr(dyn, "fused") and not cfg["model_cfg"].get("fused", True):
+    if dyn is not None and hasattr(dyn, "fused") and not cfg["model_options"].get("fused", True):
         dyn.fused = None
         dyn.fused_rk4 = None
     return model

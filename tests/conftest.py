@@ -15,8 +15,8 @@ SLURM_CONF = os.environ.get("SLURM_CONF")
 BASE_FLOW = {
     "experiment": "affjord_toy", "dataset": "hash", "model": "ffjord", "seed": 0,
     "scale": "smoke",
-    "model_cfg": {"width": 16, "hyper_hidden": 8, "t_data": 1.0, "t_base": 0.0,
-                  "base_std": 1.0, "divergence": "exact", "analytic_trace": True},
+    "model_options": {"width": 16, "hyper_hidden": 8, "t_data": 1.0, "t_base": 0.0,
+                      "base_std": 1.0, "divergence": "exact", "analytic_trace": True},
     "solver": {"method": "rk4", "steps": 4, "adjoint": False},
     "train": {"lr": 1e-2, "batch_size": 64, "iterations": 12, "val_every": 4,
               "checkpoint_every": 3, "threads": 1},
@@ -30,7 +30,7 @@ FLOW_FIELDS = {"ffjord": {"field": "hyper_t"}, "rnode": {"field": "hyper_t"},
 BASE_REG = {
     "experiment": "anode_toy", "dataset": "spheres2d", "model": "node", "seed": 0,
     "scale": "smoke",
-    "model_cfg": {"hidden": 16, "nonlinearity": "relu"},
+    "model_options": {"hidden": 16, "nonlinearity": "relu"},
     "solver": {"method": "dopri5", "rtol": 1e-3, "atol": 1e-3, "adjoint": False,
                "max_num_steps": 1000},
     "train": {"lr": 1e-3, "batch_size": 32, "epochs": 2, "checkpoint_every": 5, "threads": 1},
@@ -82,7 +82,7 @@ def _config_factory(base: dict, default_model: str, per_model: dict | None = Non
     def make(model: str = default_model, **over):
         cfg = copy.deepcopy(base)
         cfg["model"] = model
-        cfg["model_cfg"] = {**cfg["model_cfg"], **(per_model or {}).get(model, {})}
+        cfg["model_options"] = {**cfg["model_options"], **(per_model or {}).get(model, {})}
         for key, value in over.items():
             cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
         return complete_config(cfg, ROOT / "config")

@@ -81,7 +81,7 @@ def test_regularised_loss_adds_weighted_terms():
 
 def _toy_model(flow_cfg, model, tol=1e-6):
     cfg = flow_cfg(model, solver={"method": "dopri5", "rtol": tol, "atol": tol, "steps": None},
-                   model_cfg={"base_std": 1.0, "t_data": 1.0, "t_base": 0.0})
+                   model_options={"base_std": 1.0, "t_data": 1.0, "t_base": 0.0})
     cfg["eval_solver"] = cfg["solver"]
     torch.manual_seed(3)
     m = build_model(cfg, 2).double()
@@ -154,7 +154,7 @@ def test_adjoint_gradients_match_direct(flow_cfg):
 
 
 def test_learnable_end_time_receives_gradient(flow_cfg):
-    cfg = flow_cfg("ffjord", model_cfg={"t_data": 0.0, "t_base": 0.5, "learnable_T": True})
+    cfg = flow_cfg("ffjord", model_options={"t_data": 0.0, "t_base": 0.5, "learnable_T": True})
     m = build_model(cfg, 2)
     loss, _ = m.loss(torch.randn(8, 2) * 2)
     loss.backward()

@@ -11,15 +11,9 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from odeflows.config import (
-    ConfigError,
-    RunSpec,
-    complete_config,
-    config_hash,
-    plan,
-    resolve_run,
-    run_matrix,
-)
+from odeflows.config import ConfigError, complete_config, plan, resolve_run, run_matrix
+from odeflows.provenance import config_hash
+from odeflows.rundir import RunSpec
 
 ALL = ["anode_toy", "affjord_toy", "node_adjoint"]
 
@@ -70,13 +64,13 @@ def test_resolved_config_is_complete_and_explicit():
     assert cfg["solver"]["method"] == "rk4" and cfg["solver"]["steps"] == 40
     assert cfg["solver"]["adjoint"] is False
     assert cfg["train"]["batch_size"] == 512 and cfg["train"]["lr"] == 1e-3
-    assert cfg["model_cfg"]["divergence"] == "exact"
+    assert cfg["model_options"]["divergence"] == "exact"
     # every option the model entry declares is written out, defaults included
-    assert cfg["model_cfg"]["fused"] is True and cfg["model_cfg"]["aug_dim"] == 2
+    assert cfg["model_options"]["fused"] is True and cfg["model_options"]["aug_dim"] == 2
     assert cfg["task"] == "density" and cfg["data"] == {"generator": "hash", "kind": "vectors"}
     # RNODE's settings come from its entry's declared defaults, not from name checks
     rnode = resolve_run(RunSpec("paper", "affjord_rnode", "hash", "rnode", 0), ROOT / "config")
-    assert (rnode["model_cfg"]["kinetic"], rnode["model_cfg"]["jacobian"]) == (0.01, 0.01)
+    assert (rnode["model_options"]["kinetic"], rnode["model_options"]["jacobian"]) == (0.01, 0.01)
 
 
 def _anode(d):
@@ -87,41 +81,41 @@ def _anode(d):
 MALFORMED = [
     ("experiments/anode_toy.yaml", lambda d: d["models"].append("nodee"),
      ["models", "'nodee'", "did you mean 'node'"]),
-    ("experiments/anode_toy.yaml", lambda d: d["defaults"]["solver"].update(method="rk5"),
+    ("experiments/anode_toy.yaml", lambda d: d["settings"]["solver"].update(method="rk5"),
      ["solver.method", "'rk5'", "dopri5"]),
     ("experiments/anode_toy.yaml", lambda d: d["scales"]["smoke"].update(seeds=-1),
      ["scales.smoke.seeds", "-1"]),
     ("experiments/anode_toy.yaml", lambda d: d["datasets"].append("mnist9"),
      ["datasets", "'mnist9'", "did you mean 'mnist'"]),
-    ("experiments/anode_toy.yaml", lambda d: d["defaults"]["train"].update(batch_size=0),
-     ["train.batch_size", "(set in defaults)"]),
-    ("experiments/anode_toy.yaml", lambda d: d["defaults"]["model_cfg"].update(hiden=64),
-     ["model_cfg.hiden", "unknown key", "did you mean 'hidden'", "(set in defaults)"]),
-    ("experiments/anode_toy.yaml", lambda d: d["defaults"]["train"].update(epoch=5),
+    ("experiments/anode_toy.yaml", lambda d: d["settings"]["train"].update(batch_size=0),
+     ["train.batch_size", "(set in settings)"]),
+    ("experiments/anode_toy.yaml", lambda d: d["settings"]["model_options"].update(hiden=64),
+     ["model_options.hiden", "unknown key", "did you mean 'hidden'", "(set in settings)"]),
+    ("experiments/anode_toy.yaml", lambda d: d["settings"]["train"].update(epoch=5),
      ["train.epoch", "did you mean 'epochs'"]),
-    ("experiments/anode_toy.yaml", lambda d: d["defaults"]["solver"].update(stepz=3),
+    ("experiments/anode_toy.yaml", lambda d: d["settings"]["solver"].update(stepz=3),
      ["solver.stepz", "did you mean 'steps'"]),
-    ("experiments/anode_toy.yaml", lambda d: d.update(defualts=d.pop("defaults")),
-     ["defualts", "unknown key", "did you mean 'defaults'"]),
+    ("experiments/anode_toy.yaml", lambda d: d.update(setings=d.pop("settings")),
+     ["setings", "unknown key", "did you mean 'settings'"]),
     ("experiments/anode_toy.yaml", lambda d: d["scales"].update(smok=d["scales"].pop("smoke")),
      ["scales.smok", "did you mean 'smoke'", "no settings for scale 'smoke'"]),
-    ("experiments/anode_toy.yaml", lambda d: d["defaults"]["train"].update(lr="fast"),
+    ("experiments/anode_toy.yaml", lambda d: d["settings"]["train"].update(lr="fast"),
      ["train.lr", "'fast'"]),
-    ("experiments/anode_toy.yaml", lambda d: d["defaults"]["model_cfg"].update(hidden=-3),
-     ["model_cfg.hidden", "-3"]),
+    ("experiments/anode_toy.yaml", lambda d: d["settings"]["model_options"].update(hidden=-3),
+     ["model_options.hidden", "-3"]),
     ("experiments/anode_toy.yaml",
-     lambda d: d["defaults"]["model_cfg"].update(nonlinearity="sigmoid"),
-     ["model_cfg.nonlinearity", "'sigmoid'", "relu"]),
-    ("experiments/anode_toy.yaml", lambda d: d["defaults"]["eval"].update(grid_point=3),
+     lambda d: d["settings"]["model_options"].update(nonlinearity="sigmoid"),
+     ["model_options.nonlinearity", "'sigmoid'", "relu"]),
+    ("experiments/anode_toy.yaml", lambda d: d["settings"]["eval"].update(grid_point=3),
      ["eval.grid_point", "unknown key", "task 'regression'"]),
     ("experiments/anode_toy.yaml",
      lambda d: d["scales"]["smoke"]["overrides"]["train"].update(epochs=0),
      ["train.epochs", "overrides)", "minimum of 1"]),
     ("experiments/anode_toy.yaml",
-     lambda d: d["model_settings"].update(nod={"model_cfg": {"hidden": 8}}),
+     lambda d: d["model_settings"].update(nod={"model_options": {"hidden": 8}}),
      ["model_settings.nod", "did you mean 'node'"]),
     ("experiments/anode_toy.yaml",
-     lambda d: d["dataset_settings"].update(g1dd={"model_cfg": {"hidden": 8}}),
+     lambda d: d["dataset_settings"].update(g1dd={"model_options": {"hidden": 8}}),
      ["dataset_settings.g1dd", "did you mean 'g1d'"]),
     ("experiments/anode_toy.yaml",
      lambda d: d["scales"]["smoke"].update(datasets=["g1d", "spheres3d"]),
@@ -132,7 +126,7 @@ MALFORMED = [
     ("experiments/anode_toy.yaml",
      lambda d: d["scales"]["paper"]["resources"].update(gpus=2),
      ["scales.paper.resources.gpus", "did you mean 'gpu'"]),
-    ("experiments/anode_toy.yaml", lambda d: d["defaults"]["solver"].update(rtol=-1e-3),
+    ("experiments/anode_toy.yaml", lambda d: d["settings"]["solver"].update(rtol=-1e-3),
      ["solver.rtol", "-0.001"]),
     ("experiments/anode_toy.yaml", lambda d: d.update(task="regresion"),
      ["task", "'regresion'", "did you mean 'regression'"]),
@@ -144,17 +138,17 @@ MALFORMED = [
      lambda d: d["scales"]["smoke"]["overrides"]["train"].update(epochs=None),
      ["train: give epochs or iterations"]),
     ("experiments/anode_toy.yaml",
-     lambda d: d["defaults"]["model_cfg"].update(field="hyper_t"),
-     ["model_cfg.field", "unknown key", "model 'node'"]),
-    ("experiments/anode_toy.yaml", lambda d: d["defaults"].update(trian={"lr": 1}),
-     ["defaults.trian", "did you mean 'train'"]),
+     lambda d: d["settings"]["model_options"].update(field="hyper_t"),
+     ["model_options.field", "unknown key", "model 'node'"]),
+    ("experiments/anode_toy.yaml", lambda d: d["settings"].update(trian={"lr": 1}),
+     ["settings.trian", "did you mean 'train'"]),
     # every layer is checked, also where the selected scale overrides the value
-    ("experiments/anode_toy.yaml", lambda d: d["defaults"]["train"].update(epochs="fifty"),
-     ["defaults.train.epochs", "'fifty' is not of type 'integer'"]),
-    ("experiments/anode_toy.yaml", lambda d: d["defaults"]["train"].update(lr=float("nan")),
+    ("experiments/anode_toy.yaml", lambda d: d["settings"]["train"].update(epochs="fifty"),
+     ["settings.train.epochs", "'fifty' is not of type 'integer'"]),
+    ("experiments/anode_toy.yaml", lambda d: d["settings"]["train"].update(lr=float("nan")),
      ["train.lr", "nan is not a finite number"]),
-    ("experiments/anode_toy.yaml", lambda d: d["defaults"]["solver"].update(rtol=float("inf")),
-     ["defaults.solver.rtol", "inf is not a finite number"]),
+    ("experiments/anode_toy.yaml", lambda d: d["settings"]["solver"].update(rtol=float("inf")),
+     ["settings.solver.rtol", "inf is not a finite number"]),
     ("experiments/anode_toy.yaml",
      lambda d: d["scales"]["paper"].update(overrides={"train": {"epocs": 3}}),
      ["scales.paper.overrides.train.epocs", "did you mean 'epochs'"]),
@@ -163,12 +157,12 @@ MALFORMED = [
          batch_size=-float("inf")),
      ["scales.laptop.dataset_overrides.g1d.train.batch_size", "-inf is not a finite number"]),
     ("experiments/anode_toy.yaml",
-     lambda d: d["dataset_settings"].update(spheres1d={"model_cfg": {"hidden": "wide"}}),
-     ["dataset_settings.spheres1d.model_cfg.hidden", "'wide'"]),
+     lambda d: d["dataset_settings"].update(spheres1d={"model_options": {"hidden": "wide"}}),
+     ["dataset_settings.spheres1d.model_options.hidden", "'wide'"]),
     ("experiments/anode_toy.yaml",
-     lambda d: d["scales"]["paper"].update(model_overrides={"resnet": {"model_cfg": {
+     lambda d: d["scales"]["paper"].update(model_overrides={"resnet": {"model_options": {
          "augment_dim": 5}}}),
-     ["scales.paper.model_overrides.resnet.model_cfg.augment_dim", "unknown key"]),
+     ["scales.paper.model_overrides.resnet.model_options.augment_dim", "unknown key"]),
     # a dataset no run of the selected scale uses
     ("datasets.yaml", lambda d: d["spheres1d"]["params"].update(r2=float("nan")),
      ["spheres1d.params.r2", "nan is not a finite number"]),
@@ -188,6 +182,14 @@ MALFORMED = [
      ["smoke.extends", "'laptopp'", "did you mean 'laptop'"]),
     ("scales.yaml", lambda d: d["smoke"].update(descripton="x"),
      ["smoke.descripton", "did you mean 'description'"]),
+    # an experiment's entry is `based_on` another of its entries; `extends` is a scale's, in
+    # scales.yaml, and the section of a model's options is `model_options` in every layer
+    ("experiments/anode_toy.yaml", lambda d: d["scales"]["smoke"].update(based_on="laptopp"),
+     ["anode_toy.yaml", "scales.smoke.based_on", "'laptopp' is not another scale"]),
+    ("experiments/anode_toy.yaml", lambda d: d["scales"]["smoke"].update(extends="laptop"),
+     ["anode_toy.yaml", "scales.smoke.extends", "unknown key", "based_on"]),
+    ("experiments/anode_toy.yaml", lambda d: d["settings"].update(model_cfg={"hidden": 8}),
+     ["anode_toy.yaml", "settings.model_cfg", "unknown key", "model_options"]),
 ]
 
 
@@ -226,7 +228,7 @@ def test_a_bad_value_is_reported_at_every_scale(tmp_path, capsys, scale, value, 
     assert "Traceback" not in err
     # one line per run cell that holds it, or one for the layer: never both
     lines = [ln for ln in err.splitlines() if fragments[0] in ln]
-    assert len({"(set in defaults)" in ln for ln in lines}) == 1, err
+    assert len({"(set in settings)" in ln for ln in lines}) == 1, err
 
 
 def test_shipped_configuration_is_valid_at_every_scale(capsys):
@@ -241,36 +243,36 @@ def test_every_problem_is_reported_at_once(tmp_path):
     cdir = _copy_config(tmp_path)
 
     def several(d):
-        d["defaults"]["model_cfg"]["hiden"] = 64
-        d["defaults"]["train"]["epoch"] = 5
+        d["settings"]["model_options"]["hiden"] = 64
+        d["settings"]["train"]["epoch"] = 5
         d["models"].append("nodee")
     _edit(cdir / "experiments" / "anode_toy.yaml", several)
     _edit(cdir / "experiments" / "affjord_toy.yaml",
-          lambda d: d["defaults"]["solver"].update(stepz=3))
+          lambda d: d["settings"]["solver"].update(stepz=3))
     with pytest.raises(ConfigError) as err:
         plan({"scale": "smoke", "experiments": ["anode_toy", "affjord_toy"],
               "config_dir": str(cdir)})
     msg = str(err.value)
-    for fragment in ("model_cfg.hiden", "train.epoch", "'nodee'", "solver.stepz"):
+    for fragment in ("model_options.hiden", "train.epoch", "'nodee'", "solver.stepz"):
         assert fragment in msg
     assert "problems" in msg.splitlines()[0]
     # one line per problem and model, not one per run and seed
-    assert msg.count("model_cfg.hiden") <= 3
+    assert msg.count("model_options.hiden") <= 3
 
 
 def test_a_file_failing_its_schema_still_reports_its_layers(tmp_path):
     cdir = _copy_config(tmp_path)
 
     def several(d):
-        d["defaults"]["solver"]["rtol"] = float("inf")  # the file's schema
-        d["defaults"]["train"]["lr"] = float("nan")  # the layer's declared options
-        d["model_settings"]["node"]["model_cfg"]["hiden"] = 3
+        d["settings"]["solver"]["rtol"] = float("inf")  # the file's schema
+        d["settings"]["train"]["lr"] = float("nan")  # the layer's declared options
+        d["model_settings"]["node"]["model_options"]["hiden"] = 3
     _edit(cdir / "experiments" / "anode_toy.yaml", several)
     with pytest.raises(ConfigError) as err:
         plan({"scale": "smoke", "experiments": ["anode_toy"], "config_dir": str(cdir)})
     assert len(err.value.problems) == 3, err.value
-    for fragment in ("defaults.solver.rtol: inf", "defaults.train.lr: nan",
-                     "model_settings.node.model_cfg.hiden: unknown key (did you mean 'hidden'"):
+    for fragment in ("settings.solver.rtol: inf", "settings.train.lr: nan",
+                     "model_settings.node.model_options.hiden: unknown key (did you mean 'hidden'"):
         assert fragment in str(err.value)
 
 
@@ -292,7 +294,7 @@ def test_a_new_scale_is_configuration_only(tmp_path):
     _edit(cdir / "scales.yaml", lambda d: d.update(
         desktop={"description": "between", "extends": "laptop"}))
     _edit(cdir / "experiments" / "anode_toy.yaml", lambda d: d["scales"].update(
-        desktop={"extends": "laptop", "seeds": 7}))
+        desktop={"based_on": "laptop", "seeds": 7}))
     p = plan({"scale": "desktop", "experiments": ["anode_toy", "node_adjoint"],
               "config_dir": str(cdir)})
     seeds = {(s.experiment, s.dataset, s.model): s.seed for s in p.runs}
@@ -332,8 +334,8 @@ def test_complete_config_checks_a_hand_written_run():
                            "train": {"lr": 1e-3, "batch_size": 8, "iterations": 2}},
                           ROOT / "config")
     assert cfg["task"] == "density" and cfg["eval"]["batch_size"] == 1000
-    with pytest.raises(ConfigError, match="model_cfg.widht.*did you mean 'width'"):
-        complete_config({**cfg, "model_cfg": {"widht": 3}}, ROOT / "config")
+    with pytest.raises(ConfigError, match="model_options.widht.*did you mean 'width'"):
+        complete_config({**cfg, "model_options": {"widht": 3}}, ROOT / "config")
 
 
 IMAGES = ["anode_images", "affjord_images", "rnode_images", "rnode_ablation", "affjord_rnode"]
@@ -348,24 +350,25 @@ def test_paper_image_settings_follow_the_references():
     assert rnode["solver"]["method"] == "rk4" and rnode["solver"]["step_size"] == 0.25
     ev = rnode["eval_solver"]
     assert (ev["method"], ev["rtol"], ev["atol"], ev["adjoint"]) == ("dopri5", 1e-5, 1e-5, False)
-    m = rnode["model_cfg"]
+    m = rnode["model_options"]
     assert (m["kinetic"], m["jacobian"], m["probe"], m["zero_last"], m["num_blocks"]) == (
         0.01, 0.01, "gaussian", True, 2)
     assert rnode["train"]["batch_size"] == 200 and rnode["train"]["epochs"] == 100
     assert rnode["eval"]["dequantization"] == "midpoint"
-    assert _paper("rnode_images", "cifar10", "rnode")["model_cfg"]["alpha"] == 0.05
+    assert _paper("rnode_images", "cifar10", "rnode")["model_options"]["alpha"] == 0.05
     vanilla = _paper("rnode_images", "mnist", "ffjord")
-    assert vanilla["solver"]["method"] == "dopri5" and vanilla["model_cfg"]["kinetic"] == 0.0
+    assert vanilla["solver"]["method"] == "dopri5" and vanilla["model_options"]["kinetic"] == 0.0
     aff = _paper("affjord_images", "cifar10", "affjord")
-    assert aff["model"] == "affjord" and aff["model_cfg"]["layer"] == "hyper"
-    assert aff["train"]["lr"] == 6e-4 and aff["model_cfg"]["num_blocks"] == 1
+    assert aff["model"] == "affjord" and aff["model_options"]["layer"] == "hyper"
+    assert aff["train"]["lr"] == 6e-4 and aff["model_options"]["num_blocks"] == 1
     concat = _paper("affjord_images", "mnist", "affjord_concat")
     assert concat["model"] == "affjord" and concat["variant"] == "affjord_concat"
-    assert concat["model_cfg"]["layer"] == "concat"
+    assert concat["model_options"]["layer"] == "concat"
     node = _paper("anode_images", "cifar10", "node")
     anode = _paper("anode_images", "cifar10", "anode")
-    assert node["model_cfg"]["filters"] == 125
-    assert (anode["model_cfg"]["filters"], anode["model_cfg"]["augment_channels"]) == (64, 10)
+    assert node["model_options"]["filters"] == 125
+    options = anode["model_options"]
+    assert (options["filters"], options["augment_channels"]) == (64, 10)
     s = anode["solver"]
     assert (s["method"], s["rtol"], s["atol"], s["adjoint"], s["max_num_steps"]) == (
         "dopri5", 1e-3, 1e-3, True, 1000)
@@ -401,24 +404,25 @@ def test_default_scale_uses_only_offline_image_data():
 
 
 def test_shared_settings_apply_to_the_models_that_take_them(tmp_path):
-    # affjord_images' defaults hold flow options; its per-pixel baseline takes none of them
+    # affjord_images' settings hold flow options; its per-pixel baseline takes none of them
     p = plan({"scale": "smoke", "experiments": ["affjord_images"],
               "config_dir": str(ROOT / "config")})
     base = p.configs[RunSpec("smoke", "affjord_images", "digits8x8", "pixel_histogram", 0)]
     flow = p.configs[RunSpec("smoke", "affjord_images", "digits8x8", "ffjord", 0)]
-    assert base["model_cfg"] == {"smoothing": 1.0} and flow["model_cfg"]["hidden_dims"] == [8, 8]
+    assert base["model_options"] == {"smoothing": 1.0}
+    assert flow["model_options"]["hidden_dims"] == [8, 8]
     cdir = _copy_config(tmp_path)
     path = cdir / "experiments" / "affjord_images.yaml"
     original = path.read_text()
     # a shared key no model of the experiment takes is a typo ...
-    _edit(path, lambda d: d["defaults"]["model_cfg"].update(hiden_dims=[3]))
-    with pytest.raises(ConfigError, match="model_cfg.hiden_dims.*did you mean 'hidden_dims'"):
+    _edit(path, lambda d: d["settings"]["model_options"].update(hiden_dims=[3]))
+    with pytest.raises(ConfigError, match="model_options.hiden_dims.*did you mean 'hidden_dims'"):
         plan({"scale": "smoke", "experiments": ["affjord_images"], "config_dir": str(cdir)})
     # ... and a model-specific layer must hold only that model's options
     path.write_text(original)
     _edit(path, lambda d: d.setdefault("model_settings", {}).update(
-        pixel_histogram={"model_cfg": {"hidden_dims": [3]}}))
-    with pytest.raises(ConfigError, match="model_cfg.hidden_dims.*model 'pixel_histogram'"):
+        pixel_histogram={"model_options": {"hidden_dims": [3]}}))
+    with pytest.raises(ConfigError, match="model_options.hidden_dims.*model 'pixel_histogram'"):
         plan({"scale": "smoke", "experiments": ["affjord_images"], "config_dir": str(cdir)})
 
 

@@ -249,7 +249,7 @@ def test_mutated_experiment_through_snakemake(mutation):
 @pytest.mark.slow
 @pytest.mark.parametrize("edit,fragments", [
     (("    epochs: 50\n", "    epochs: fifty\n"),
-     ["defaults.train.epochs", "'fifty' is not of type 'integer'"]),
+     ["settings.train.epochs", "'fifty' is not of type 'integer'"]),
     (("    lr: 1.0e-3\n", "    lr: .nan\n"), ["train.lr", "nan is not a finite number"])])
 def test_snakemake_rejects_a_bad_default_the_scale_overrides(tmp_path, edit, fragments):
     """The issue's examples, at the default scale: `snakemake -n` stops before the DAG."""

@@ -83,7 +83,7 @@ def test_new_entries_validate_and_train_through_the_cli(project: Path):
     exp.write_text(exp.read_text().replace("init_std: 0.5", "init_sd: 0.5"))
     bad = _run([*odeflows, "validate", "--scale", "tiny", "--experiments", "blobs_vs_ffjord"],
                project)
-    assert bad.returncode == 2 and "model_cfg.init_sd" in bad.stderr
+    assert bad.returncode == 2 and "model_options.init_sd" in bad.stderr
     assert "did you mean 'init_std'" in bad.stderr and "Traceback" not in bad.stderr
 
 

@@ -15,8 +15,9 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from odeflows.config import ConfigError, RunSpec, plan, resolve_run
+from odeflows.config import ConfigError, plan, resolve_run
 from odeflows.figures import FIGURES, get_figure, register_figure
+from odeflows.rundir import RunSpec
 from odeflows.tables import TableTask, run_rows, summarise, to_markdown
 from odeflows.tasks import get_task
 

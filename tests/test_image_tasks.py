@@ -69,7 +69,7 @@ def _image_npz(path, shape=(1, 8, 8), n=48, classes=3, seed=0):
 BASE_IMG_FLOW = {
     "experiment": "affjord_images", "dataset": "digits8x8", "model": "ffjord", "seed": 0,
     "scale": "smoke",
-    "model_cfg": {"hidden_dims": [8, 8], "num_blocks": 1, "alpha": 1e-6, "layer": "concat",
+    "model_options": {"hidden_dims": [8, 8], "num_blocks": 1, "alpha": 1e-6, "layer": "concat",
                   "divergence": "hutchinson", "probe": "rademacher"},
     "solver": {"method": "rk4", "steps": 2, "adjoint": False},
     "train": {"lr": 1e-3, "batch_size": 16, "iterations": 6, "val_every": 3,
@@ -80,7 +80,7 @@ BASE_IMG_FLOW = {
 BASE_CLS = {
     "experiment": "anode_images", "dataset": "digits8x8", "model": "anode", "seed": 0,
     "scale": "smoke",
-    "model_cfg": {"filters": 4, "augment_channels": 2, "time_dependent": True},
+    "model_options": {"filters": 4, "augment_channels": 2, "time_dependent": True},
     "solver": {"method": "rk4", "steps": 2, "adjoint": True},
     "train": {"lr": 1e-2, "batch_size": 16, "epochs": 3, "checkpoint_every": 2, "threads": 1,
               "device": "cpu"},
@@ -114,7 +114,7 @@ def test_image_flow_trains_deterministically_and_evaluates(tmp_path, model):
     data = _image_npz(tmp_path / "img.npz")
     over = {"model": model}
     if model == "affjord":
-        over["model_cfg"] = {"aug_hidden": 4, "hyper_in": 2, "layer": "hyper"}
+        over["model_options"] = {"aug_hidden": 4, "hyper_in": 2, "layer": "hyper"}
     cfg = _cfg(BASE_IMG_FLOW, **over)
     a = train(cfg, data, tmp_path / "a", progress=False)
     b = train(cfg, data, tmp_path / "b", progress=False)
@@ -185,5 +185,5 @@ def test_the_task_follows_from_model_and_dataset_facts():
         "generator": "digits8x8", "kind": "images", "bits": 4}  # datasets.yaml's bits
     assert _cfg(BASE_CLS)["task"] == "classification"
     assert complete_config({**BASE_CLS, "dataset": "spheres2d", "model": "node",
-                            "model_cfg": {}, "eval": {}}, ROOT / "config")["task"] == \
+                            "model_options": {}, "eval": {}}, ROOT / "config")["task"] == \
         "regression"

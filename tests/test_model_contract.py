@@ -103,7 +103,7 @@ def dataset_for(entry: ModelEntry) -> tuple[str, tuple[int, ...]]:
 def run_config(entry: ModelEntry, dataset: str) -> dict[str, Any]:
     return complete_config({
         "experiment": "model_contract", "dataset": dataset, "model": entry.name, "seed": 0,
-        "scale": "smoke", "model_cfg": small_options(entry), "solver": SOLVER,
+        "scale": "smoke", "model_options": small_options(entry), "solver": SOLVER,
         "eval_solver": SOLVER, "train": {"lr": 1e-3, "batch_size": BATCH, "iterations": 1},
         "eval": {"batch_size": BATCH}}, CONFIG)
 
@@ -196,7 +196,7 @@ def test_parameter_count(contract):
     with torch.device("meta"):
         assert num_parameters(build_model(cfg, shape, out_dim)) == ours
     if entry.reference_count is not None:
-        counted = entry.reference_count(cfg["model_cfg"], build_context(cfg, shape, out_dim),
+        counted = entry.reference_count(cfg["model_options"], build_context(cfg, shape, out_dim),
                                         entry.name)
         if counted is not None:
             assert counted.ours == ours, dict(counted.extras)

@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from conftest import ROOT
-from odeflows.config import ConfigError, RunSpec, resolve_run
+from odeflows.config import ConfigError, resolve_run
 from odeflows.models import build_model, num_parameters
 from odeflows.ode import count_nfe, reset_nfe
 from odeflows.registry import UnknownName
+from odeflows.rundir import RunSpec
 
 
 @pytest.mark.parametrize("experiment,dataset,model,dim,expected", [
@@ -28,7 +29,7 @@ def test_parameter_counts_match_reference(experiment, dataset, model, dim, expec
 
 def test_ffjord_train_toy_default_size(flow_cfg):
     """FFJORD train_toy.py: concatsquash 2-64-64-64-2 is 9,224 weights + the T scalar = 9,225."""
-    cfg = flow_cfg("ffjord", model_cfg={"field": "concatsquash", "hidden_dims": [64, 64, 64],
+    cfg = flow_cfg("ffjord", model_options={"field": "concatsquash", "hidden_dims": [64, 64, 64],
                                         "learnable_T": True, "t_data": 0.0, "t_base": 0.5})
     assert num_parameters(build_model(cfg, 2)) == 9225
 
@@ -45,7 +46,7 @@ def test_nfe_is_counted_per_solve_forward_and_backward(reg_cfg):
 
 
 def test_anode_appends_zero_dimensions(reg_cfg):
-    m = build_model(reg_cfg("anode", model_cfg={"augment_dim": 3}), 2, 1)
+    m = build_model(reg_cfg("anode", model_options={"augment_dim": 3}), 2, 1)
     traj = m.trajectory(torch.randn(4, 2), torch.tensor([0.0, 1.0]))
     assert traj.shape == (2, 4, 5)
     assert torch.all(traj[0, :, 2:] == 0)
@@ -54,7 +55,7 @@ def test_anode_appends_zero_dimensions(reg_cfg):
 def test_project_readout_makes_g1d_unrepresentable_for_node(reg_cfg):
     """A 1-D flow preserves order, so with the output read off the flow NODE cannot map
     −1 → 1 and 1 → −1 whatever its weights; with a linear readout it trivially could."""
-    m = build_model(reg_cfg("node", model_cfg={"readout": "project"}), 1, 1)
+    m = build_model(reg_cfg("node", model_options={"readout": "project"}), 1, 1)
     for _ in range(5):
         for p in m.parameters():
             torch.nn.init.normal_(p, std=1.0)

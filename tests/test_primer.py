@@ -121,7 +121,7 @@ def _toy_cnf(hidden: list[int] | None = None, model: str = "ffjord") -> torch.nn
     spec = next(s for s in cfg if s.dataset == "8gaussians" and s.model == f"{model}_xs")
     run = dict(cfg[spec])
     if hidden is not None:
-        run["model_cfg"] = {**run["model_cfg"], "hidden_dims": hidden}
+        run["model_options"] = {**run["model_options"], "hidden_dims": hidden}
     return _perturbed(build_model(run, 2))
 
 

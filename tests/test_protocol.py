@@ -44,7 +44,7 @@ def test_the_paper_scale_is_the_protocol(experiment):
 def test_claim_7s_ffjord_baseline_names_its_coarser_tolerance():
     exp = _yaml("experiments/rnode_images.yaml")
     ours = exp["scales"]["laptop"]["overrides"]["solver"]
-    paper = exp["defaults"]["solver"]
+    paper = exp["settings"]["solver"]
     assert ours["rtol"] != paper["rtol"]
     dev = protocol_deviations("rnode_images", "digits8x8", "ffjord", "workstation", CONFIG)
     assert dev.get("solver.rtol") == Difference("solver", "solver.rtol", ours["rtol"],
@@ -62,8 +62,8 @@ def test_affjord_images_workstation_is_digits8x8_for_mnist_at_about_2_percent():
     ours = ws["train"]["epochs"] * math.ceil(sets["digits8x8"]["sizes"]["laptop"]["train"]
                                              / laptop["train"]["batch_size"])
     paper_n = MNIST_TRAIN - sets["mnist"]["sizes"]["paper"]["val"]
-    paper = exp["defaults"]["train"]["epochs"] * math.ceil(
-        paper_n / exp["defaults"]["train"]["batch_size"])
+    paper = exp["settings"]["train"]["epochs"] * math.ceil(
+        paper_n / exp["settings"]["train"]["batch_size"])
     dev = protocol_deviations("affjord_images", "digits8x8", "ffjord", "workstation", CONFIG)
     assert dev.paper_dataset == "mnist" and dev.substituted
     assert (dev.steps, dev.paper_steps) == (ours, paper)
@@ -103,7 +103,7 @@ def _config_with(tmp_path, laptop: dict) -> str:
     shutil.copytree(ROOT / "config", cdir)
     exp = {"id": "probe", "title": "probe", "source": "tests", "datasets": ["g1d"],
            "models": ["node"],
-           "defaults": {"model_cfg": {"hidden": 8, "readout": "project"},
+           "settings": {"model_options": {"hidden": 8, "readout": "project"},
                         "solver": {"method": "dopri5", "rtol": 1e-3, "atol": 1e-3},
                         "train": {"lr": 1e-3, "batch_size": 64, "epochs": 50, "threads": 1},
                         "eval": {"batch_size": 1000}},

@@ -32,7 +32,7 @@ def test_same_seed_same_numbers(tmp_path, toy_data, flow_cfg, reg_cfg, kind):
     if kind == "flow":
         cfg, data = flow_cfg("affjord"), toy_data("hash")
     else:
-        cfg, data = reg_cfg("anode", model_cfg={"augment_dim": 2}), toy_data("spheres2d")
+        cfg, data = reg_cfg("anode", model_options={"augment_dim": 2}), toy_data("spheres2d")
     a = train(cfg, data, tmp_path / "a", progress=False)
     b = train(cfg, data, tmp_path / "b", progress=False)
     assert a["status"] == b["status"] == "completed"

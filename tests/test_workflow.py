@@ -343,13 +343,13 @@ def test_invalid_config_stops_before_any_job(tmp_path):
     path = wd / "config" / "experiments" / "anode_toy.yaml"
     data = yaml.safe_load(path.read_text())
     data["models"].append("nodee")
-    data["defaults"]["model_cfg"]["hiden"] = 64  # found only when runs are resolved
+    data["settings"]["model_options"]["hiden"] = 64  # found only when runs are resolved
     path.write_text(yaml.safe_dump(data))
     out = _snakemake(wd, "--cores", "1", "--config", "scale=smoke")
     assert out.returncode != 0
     # one message listing every problem, with the key and the closest name, no traceback
     assert "'nodee'" in out.stderr and "did you mean 'node'" in out.stderr
-    assert "model_cfg.hiden" in out.stderr and "did you mean 'hidden'" in out.stderr
+    assert "model_options.hiden" in out.stderr and "did you mean 'hidden'" in out.stderr
     assert "Traceback" not in out.stderr and "Exception" not in out.stderr
     assert not (wd / "results" / "smoke").exists()
     assert not (wd / "data" / "prepared" / "smoke").exists()

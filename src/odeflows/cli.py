@@ -105,8 +105,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from odeflows.config import RunSpec, resolve_run
+    from odeflows.config import resolve_run
     from odeflows.data.prepared import verify
+    from odeflows.rundir import RunSpec
     from odeflows.tasks import get_task
 
     spec = RunSpec(args.scale, args.experiment, args.dataset, args.model, args.seed)

@@ -73,7 +73,7 @@ def paper_config_counts(config_dir: str | Path = "config",
         paper = int(sel["value"].iloc[0]) if len(sel) else None
         code, extras = None, {}
         if entry.reference_count is not None:
-            options = {**entry.defaults(), **cfg["model_cfg"]}
+            options = {**entry.defaults(), **cfg["model_options"]}
             ctx = BuildContext(shape, gen.classes, Solver.from_config(cfg["solver"]),
                                Solver.from_config(cfg["eval_solver"]))
             implementation = reference_code[spec.experiment] or cfg["model"]

@@ -21,10 +21,10 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
-from odeflows.config import RunSpec, load_datasets, load_experiment, plan
+from odeflows.config import load_datasets, load_experiment, plan
 from odeflows.data.prepared import load as load_prepared
 from odeflows.models import get_model
-from odeflows.rundir import COMPLETED, RunDir
+from odeflows.rundir import COMPLETED, RunDir, RunSpec
 from odeflows.tasks import get_task
 
 # Agg before pyplot: the workflow runs headless and must never try to open a display
@@ -376,7 +376,7 @@ def _trajectories(exp: Experiment, out_dir: Path, dataset: str) -> list[Path]:
     for model in exp.models:
         run = exp.group(dataset, model).first_completed("trajectories.npz")
         panels.append((model, run, "time"))
-        if (exp.config(dataset, model) or {}).get("model_cfg", {}).get("augment_dim"):
+        if (exp.config(dataset, model) or {}).get("model_options", {}).get("augment_dim"):
             # the augmented coordinate is where ANODE routes trajectories past each other
             panels.append((model, run, "phase"))
     if not any(run for _, run, _ in panels):

@@ -10,15 +10,15 @@ from snakemake.utils import validate
 from odeflows import versions
 from odeflows.config import (
     ConfigError,
-    RunSpec,
-    config_hash,
     dataset_config,
     launcher,
     load_scales,
     plan,
     run_resources,
 )
+from odeflows.provenance import config_hash
 from odeflows.rundir import PATTERN as RUN_DIR
+from odeflows.rundir import RunSpec
 
 try:
     # every configuration problem at once, before the DAG: nothing is written under results/

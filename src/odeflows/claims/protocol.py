@@ -55,13 +55,13 @@ IGNORED = ("experiment", "scale", "seed", "modules", "variant",
            "data.generator", "data.kind",  # the dataset's name says it
            "train.threads", "train.device", "train.checkpoint_every", "train.val_every",
            "eval.batch_size", "eval.cost_batch", "eval.roundtrip_batch",
-           "model_cfg.fused", "model_cfg.track_regularisers",  # kernels and logging
+           "model_options.fused", "model_options.track_regularisers",  # kernels and logging
            "*.progress", "*.path", "*_path", "*.raw_root")
 
 # (pattern, kind), first match wins
 _KIND_OF = (("dataset", "data"), ("data.*", "data"),
             ("solver.*", "solver"), ("eval_solver.*", "solver"),
-            ("model_cfg.*", "architecture"),
+            ("model_options.*", "architecture"),
             ("train.epochs", LENGTH), ("train.iterations", LENGTH),
             ("train.*", "optimisation"),
             ("eval.*", "evaluation"), ("profile.*", "evaluation"),
@@ -71,7 +71,7 @@ _KIND_OF = (("dataset", "data"), ("data.*", "data"),
 _LABELS = {"data.n_train": "training images", "data.resolution": "resolution",
            "train.processes": "processes"}
 _SECTION_LABELS = (("eval_solver.", "eval solver "), ("eval.", "eval "), ("solver.", ""),
-                   ("model_cfg.", ""), ("train.", ""), ("data.", ""))
+                   ("model_options.", ""), ("train.", ""), ("data.", ""))
 
 
 def kind_of(key: str) -> str:

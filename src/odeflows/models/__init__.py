@@ -2,7 +2,7 @@
 
 An entry declares what the harness needs to know — what the model is (``density``,
 ``classifier``, ``regressor``), which data it takes (``vectors`` or ``images``; one name may have
-an implementation for each), whether it samples, the options of ``model_cfg`` it accepts (JSON
+an implementation for each), whether it samples, the options of ``model_options`` it accepts (JSON
 schema fragments with their defaults; anything else in the configuration is an error) and how
 to build it. Evaluation, tables, figures, the audit and the parameter table read these facts,
 never the model's name.
@@ -132,7 +132,7 @@ def data_kind(shape: Sequence[int]) -> str:
 
 
 def build_model(cfg: dict[str, Any], shape: int | Sequence[int], out_dim: int = 1) -> nn.Module:
-    """Instantiate the entry of a resolved run config (``model``, ``model_cfg``, ``solver``,
+    """Instantiate the entry of a resolved run config (``model``, ``model_options``, ``solver``,
     ``eval_solver``) for inputs of ``shape`` (an int or ``(D,)`` for vectors, ``(C, H, W)`` for
     images)."""
     from odeflows.ode import Solver
@@ -141,7 +141,7 @@ def build_model(cfg: dict[str, Any], shape: int | Sequence[int], out_dim: int = 
     if len(shape) not in (1, 3):
         raise ValueError(f"inputs of shape {shape} are neither vectors nor (C, H, W) images")
     entry = get_model(cfg["model"], data_kind(shape))
-    options = {**entry.defaults(), **cfg.get("model_cfg", {})}
+    options = {**entry.defaults(), **cfg.get("model_options", {})}
     ctx = BuildContext(shape, out_dim, Solver.from_config(cfg["solver"]),
                        Solver.from_config(cfg.get("eval_solver") or cfg["solver"]),
                        cfg.get("data", {}))
