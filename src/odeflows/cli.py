@@ -164,6 +164,57 @@ def cmd_claims(args: argparse.Namespace) -> int:
     return 0
 
 
+# The README's claims table lies between these lines; everything between them is rewritten.
+TABLE_BEGIN = ("<!-- claims table: written by `odeflows claims-table --write README.md`; edit "
+               "its sources, not this -->")
+TABLE_END = "<!-- end of claims table -->"
+
+
+def _splice(text: str, table: str, path: str) -> str:
+    """``text`` with the part between the table's markers replaced by ``table``."""
+    if text.count(TABLE_BEGIN) != 1 or text.count(TABLE_END) != 1:
+        raise FileNotFoundError(f"{path} has no claims table: it needs the lines {TABLE_BEGIN} "
+                                f"and {TABLE_END} once each")
+    head, rest = text.split(TABLE_BEGIN)
+    _, tail = rest.split(TABLE_END)
+    return f"{head}{TABLE_BEGIN}\n{table}{TABLE_END}{tail}"
+
+
+def cmd_claims_table(args: argparse.Namespace) -> int:
+    from odeflows.claims.report import claims_table, format_record, record_verdicts
+
+    _load_modules(args)
+    record_path = Path(args.record)
+    record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    if args.update_from:
+        results = Path(args.update_from)
+        try:
+            record = record_verdicts(record, args.scale or results.name, results,
+                                     commit=args.commit, date=args.date, how=args.how or "")
+        except ValueError as err:
+            print(f"odeflows: {err}", file=sys.stderr)
+            return 2
+        record_path.write_text(format_record(record))
+        print(f"{record_path}: {args.scale or results.name} from {results / 'claims.json'}",
+              file=sys.stderr)
+    table = claims_table(record, args.config_dir)
+    if args.check:
+        text = Path(args.check).read_text()
+        if _splice(text, table, args.check) != text:
+            print(f"odeflows: the claims table of {args.check} differs from the claims, "
+                  f"{args.config_dir}/scales.yaml and {record_path}: rewrite it with "
+                  f"`odeflows claims-table --write {args.check}`", file=sys.stderr)
+            return 1
+        print(f"{args.check}: the claims table is up to date")
+    elif args.write:
+        path = Path(args.write)
+        path.write_text(_splice(path.read_text(), table, args.write))
+        print(path)
+    else:
+        print(table, end="")
+    return 0
+
+
 def cmd_parameter_counts(args: argparse.Namespace) -> int:
     from odeflows.parameter_counts import write_parameter_table
 
@@ -303,6 +354,30 @@ def build_parser() -> argparse.ArgumentParser:
     _modules(p)
     _config_dir(p)
     p.set_defaults(func=cmd_claims)
+
+    p = sub.add_parser("claims-table", help="the README's claims table: every claim with its "
+                       "paper reference and the verdicts last measured per scale (printed, "
+                       "written into a file or checked against it)")
+    p.add_argument("--record", default="docs/claims-status.json",
+                   help="the verdicts last measured per scale (default docs/claims-status.json)")
+    p.add_argument("--update-from", metavar="RESULTS",
+                   help="first replace a scale's verdicts in the record by those of "
+                        "RESULTS/claims.json (a results/<scale> tree)")
+    p.add_argument("--scale", help="with --update-from: the scale (default: RESULTS's name)")
+    p.add_argument("--commit", help="with --update-from: the commit the tables were made by "
+                   "(default: the one their per-seed files name)")
+    p.add_argument("--date", help="with --update-from: the day measured (default: the day "
+                   "claims.json was written, UTC)")
+    p.add_argument("--how", help="with --update-from: how it was measured, in a few words "
+                   "(\"a clean clone; 2 cores\")")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--write", metavar="FILE", help="rewrite the table between its markers in "
+                     "FILE (README.md)")
+    out.add_argument("--check", metavar="FILE", help="exit 1 if FILE's table differs from the "
+                     "rendering")
+    _modules(p)
+    _config_dir(p)
+    p.set_defaults(func=cmd_claims_table)
 
     p = sub.add_parser("audit", help="show the runs behind every cell of a table; --verify "
                                      "recomputes cells and checks hashes and code versions, of "

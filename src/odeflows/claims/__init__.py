@@ -1,15 +1,15 @@
 """Verdicts on the papers' claims, from the per-seed tables only.
 
-A claim is a registered entry (:mod:`odeflows.claims.core`): its number and text, the experiments
-whose tables it reads, its rule with the date it last changed and why, the share of the paper's
-optimiser steps its verdict needs, and how failed seeds enter it. Every comparison of two models
-is decided by one statistical core (:mod:`odeflows.claims.stats`: Welch intervals at a stated α);
-:mod:`odeflows.claims.protocol` derives what a scale changes of the paper's protocol from the
-configs; :mod:`odeflows.claims.budget` says what would decide an inconclusive claim;
-:mod:`odeflows.claims.report` writes the report. Verdicts: "reproduced", "not reproduced",
-"inconclusive" (with the way the evidence leans), or "not tested" on a wiring-check scale. The
-built-in claims live in this package's modules (one per paper); a user's module can register
-more.
+A claim is a registered entry (:mod:`odeflows.claims.core`): its number, statement and paper
+reference, the experiments whose tables it reads, its rule with the date it last changed and why,
+the share of the paper's optimiser steps its verdict needs, and how failed seeds enter it. Every
+comparison of two models is decided by one statistical core (:mod:`odeflows.claims.stats`: Welch
+intervals at a stated α); :mod:`odeflows.claims.protocol` derives what a scale changes of the
+paper's protocol from the configs; :mod:`odeflows.claims.budget` says what would decide an
+inconclusive claim; :mod:`odeflows.claims.report` writes the report. Verdicts: "reproduced", "not
+reproduced", "inconclusive" (with the way the evidence leans), or "not tested" on a wiring-check
+scale. The built-in claims live in this package's modules (one per paper); a user's module can
+register more.
 """
 
 from odeflows.claims.core import (

@@ -16,8 +16,8 @@ from odeflows.claims.core import (
 )
 
 
-@claim(9, "The adjoint method's memory does not grow with the number of solver steps "
-          "(Neural ODE note §2.2).", ("node_adjoint",),
+@claim(9, "The adjoint method's memory does not grow with the number of solver steps",
+          "Neural ODE note §2.2", ("node_adjoint",),
        "per profiled run, peak saved memory at the most vs the fewest solver steps: reproduced "
        "when the adjoint grows less than ×1.1 and backpropagation through the solver more than "
        "×1.5 on every run; not reproduced when the adjoint grows ×1.1 or more on every run; "

@@ -31,7 +31,7 @@ DENSITY = Revision("2026-11-30", "after the first workstation run: a fixed-grid 
 
 
 @claim(4, "AFFJORD reaches lower validation loss than FFJORD on toy data, about two standard "
-          "deviations (AFFJORD Fig. 6).", ("affjord_toy",),
+          "deviations", "AFFJORD Fig. 6", ("affjord_toy",),
        "the comparative rule (odeflows.claims.stats) on best validation NLL, FFJORD − AFFJORD, "
        "per dataset: reproduced when every dataset's interval lies above 0; not reproduced when "
        "any lies below 0 (the paper's size is in its own runs' standard deviations: only the "
@@ -52,7 +52,7 @@ def claim_4(ev: Evidence) -> Verdict:
     return res.verdict, lines
 
 
-@claim(5, "AFFJORD beats FFJORD in bits/dim on images (AFFJORD Table 1).", ("affjord_images",),
+@claim(5, "AFFJORD beats FFJORD in bits/dim on images", "AFFJORD Table 1", ("affjord_images",),
        "the comparative rule (odeflows.claims.stats) on test bits/dim, FFJORD − AFFJORD, per "
        "dataset: reproduced when every dataset's interval lies above 0; not reproduced when any "
        "lies below 0 (AFFJORD's own row of Table 1 is not in the paper's text, so no size "
@@ -63,7 +63,7 @@ def claim_5(ev: Evidence) -> Verdict:
     return res.verdict, res.lines
 
 
-@claim(6, "AFFJORD with the concat architecture needs fewer NFEs than FFJORD (AFFJORD Fig. 9).",
+@claim(6, "AFFJORD with the concat architecture needs fewer NFEs than FFJORD", "AFFJORD Fig. 9",
        ("affjord_images",),
        "the comparative rule (odeflows.claims.stats) on training NFE per iteration, forward + "
        "backward, FFJORD − AFFJORD concat, per dataset: reproduced when every dataset's "

@@ -56,7 +56,7 @@ def _g1d_needs(ev: Evidence) -> Need | None:
                                       for m, v in acc.items() if len(v)], models=MODELS_1)
 
 
-@claim(1, "NODEs cannot represent g1d; ANODEs and ResNets can (ANODE §3-5).", ("anode_toy",),
+@claim(1, "NODEs cannot represent g1d; ANODEs and ResNets can", "ANODE §3-5", ("anode_toy",),
        "g1d test accuracy (sign agreement) per model, mean over seeds with its interval at "
        "1 − α: reproduced when NODE's interval lies at or below 0.75 and ANODE's and ResNet's "
        "at or above 0.95 (all three must hold: no correction); not reproduced when NODE's lies "
@@ -100,8 +100,8 @@ def _growth(ev: Evidence) -> dict[str, np.ndarray]:
     return out
 
 
-@claim(2, "ANODE needs fewer NFEs than NODE, and NODE's NFE grows during training "
-          "(ANODE Fig. 8, 10).", ("anode_toy",),
+@claim(2, "ANODE needs fewer NFEs than NODE, and NODE's NFE grows during training",
+          "ANODE Fig. 8, 10", ("anode_toy",),
        "(a) per dataset, the interval of NODE − ANODE last-epoch forward NFE (the comparative "
        "rule: reproduced when it lies above 0 on every dataset, not reproduced when it lies "
        "below 0 on any); (b) per dataset, the interval of NODE's NFE growth first → last epoch "
@@ -124,7 +124,7 @@ def claim_2(ev: Evidence) -> Verdict:
     return res.verdict, lines
 
 
-@claim(3, "ANODE reaches higher test accuracy than a parameter-matched NODE (ANODE Table 1).",
+@claim(3, "ANODE reaches higher test accuracy than a parameter-matched NODE", "ANODE Table 1",
        ("anode_images",),
        "the comparative rule (odeflows.claims.stats) on test accuracy, ANODE − NODE, per "
        "dataset: reproduced when every dataset's interval lies above 0; not reproduced when "

@@ -1,10 +1,11 @@
 """Claims as registered entries, the evidence they read, and the comparative rule they share.
 
-A claim declares its number and text, the experiments whose per-seed tables it reads, its rule
-(with the date it last changed and why), the share of the paper's optimiser steps its verdict
-needs (``min_share``; None for a property that does not depend on training), and how failed seeds
-enter it. Its check returns (verdict, evidence lines). Every comparison of two models goes through
-:func:`compare_arms`, which asks :mod:`odeflows.claims.stats` for the interval and the decision.
+A claim declares its number, statement and paper reference, the experiments whose per-seed tables
+it reads, its rule (with the date it last changed and why), the share of the paper's optimiser
+steps its verdict needs (``min_share``; None for a property that does not depend on training), and
+how failed seeds enter it. Its check returns (verdict, evidence lines). Every comparison of two
+models goes through :func:`compare_arms`, which asks :mod:`odeflows.claims.stats` for the interval
+and the decision.
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ class Revision:
 @dataclass(frozen=True)
 class Claim:
     number: int
-    text: str
+    statement: str  # what the paper claims, in one sentence without its reference
+    paper: str  # where the paper says it ("ANODE Table 1"); "" for a question of our own
     experiments: tuple[str, ...]
     rule: str
     check: Callable[[Evidence], Verdict]
@@ -107,6 +109,12 @@ class Claim:
     failures: str = ("failed seeds are counted per model; arms that lost different numbers of "
                      "seeds make a comparison inconclusive (the survivors are a selection)")
     history: tuple[Revision, ...] = ()
+
+    @property
+    def text(self) -> str:
+        """The claim as the reports print it: the statement and its reference."""
+        statement = self.statement.rstrip(".")
+        return f"{statement} ({self.paper})." if self.paper else f"{statement}."
 
 
 @dataclass(frozen=True)
@@ -124,15 +132,16 @@ CLAIMS: Registry[Claim] = Registry("claim", packages=("odeflows.claims",))
 FINDINGS: Registry[Findings] = Registry("findings", packages=("odeflows.claims",))
 
 
-def claim(number: int, text: str, experiments: tuple[str, ...], rule: str, *,
+def claim(number: int, statement: str, paper: str, experiments: tuple[str, ...], rule: str, *,
           history: tuple[Revision, ...], needs: Callable[[Evidence], Need | None] | None = None,
           min_share: float | None = 0.25, failures: str | None = None
           ) -> Callable[[Callable[[Evidence], Verdict]], Callable[[Evidence], Verdict]]:
-    """Register the decorated check as claim ``number``."""
+    """Register the decorated check as claim ``number``: ``statement`` is the paper's claim in
+    one sentence, ``paper`` where the paper makes it (section, table or figure)."""
     def wrap(fn: Callable[[Evidence], Verdict]) -> Callable[[Evidence], Verdict]:
         extra = {"failures": failures} if failures else {}
-        CLAIMS.add(str(number), Claim(number, text, experiments, rule, fn, fn.__module__,
-                                      needs, min_share, history=history, **extra))
+        CLAIMS.add(str(number), Claim(number, statement, paper, experiments, rule, fn,
+                                      fn.__module__, needs, min_share, history=history, **extra))
         return fn
     return wrap
 

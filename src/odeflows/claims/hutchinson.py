@@ -18,7 +18,7 @@ from odeflows.claims.core import (
 )
 
 
-@claim(10, "Hutchinson's estimator is unbiased for the divergence (FFJORD; AFFJORD §2).",
+@claim(10, "Hutchinson's estimator is unbiased for the divergence", "FFJORD; AFFJORD §2",
        ("affjord_toy",),
        "per probe kind, the pooled z-scores of (mean of many probes − exact trace) over the "
        "trained fields: reproduced when |z| < 3 for at least 90 % of them and the combined "

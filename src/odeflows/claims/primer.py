@@ -147,7 +147,7 @@ def _ladder_needs(ev: Evidence) -> Need | None:
 
 
 @claim(11, "A continuous flow reaches a given test NLL with fewer parameters than discrete "
-           "flows (primer §3.6).", (EXPERIMENT,),
+           "flows", "primer §3.6", (EXPERIMENT,),
        "per dataset, the mean test NLL (nats; bits/dim on images) of every rung of every size "
        "ladder, parameters counted as effective parameters (weights an autoregressive mask holds "
        "at zero excluded); rungs within 1.5× of each other's parameters count as the same size. "
@@ -211,7 +211,7 @@ def claim_11(ev: Evidence) -> Verdict:
 # -- claim 12 -------------------------------------------------------------------------------------
 @claim(12, "Autoregressive flows are asymmetric (MAF: density in one pass, sampling in D "
            "sequential passes; IAF the reverse); coupling and continuous flows cost about the "
-           "same both ways (primer §3.5-3.6).", (EXPERIMENT,),
+           "same both ways", "primer §3.5-3.6", (EXPERIMENT,),
        "per run, the network passes of one log-density call and one sampling call on the same "
        "number of points of the data's dimension D (counted), and the fastest wall time per "
        "point of each. From the flow's structure: autoregressive (MAF, NSF with its "
@@ -292,7 +292,7 @@ TOLERANCE_PREFIX = "roundtrip_max_tol"
 
 
 @claim(13, "Inversion is exact to floating point for coupling and autoregressive flows and "
-           "limited by the solver tolerance for continuous flows (primer §3.4-3.6).",
+           "limited by the solver tolerance for continuous flows", "primer §3.4-3.6",
        (EXPERIMENT,),
        "per run, the round-trip error ‖x − T⁻¹(T(x))‖ relative to the test batch's RMS norm, "
        "max over points, in float32 as evaluated and in float64; for continuous flows also in "
@@ -359,8 +359,8 @@ def claim_13(ev: Evidence) -> Verdict:
 
 # -- claim 14 -------------------------------------------------------------------------------------
 @claim(14, "A linear flow represents exactly the Gaussians N(b, AAᵀ): it reaches a Gaussian's "
-           "entropy and does no better than the best single Gaussian on multimodal data "
-           "(primer §3.3).", (EXPERIMENT,),
+           "entropy and does no better than the best single Gaussian on multimodal data",
+           "primer §3.3", (EXPERIMENT,),
        "each linear-flow rung's test NLL (mean over seeds) against two closed-form references "
        "computed independently of it: on a dataset whose generator "
        "knows its entropy H (the Gaussian set), H; on every other 2-D set, the test NLL of the "

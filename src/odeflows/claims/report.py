@@ -1,10 +1,15 @@
 """The claims report: evidence gathered from the tables and configs of one scale, every
 registered claim judged by its rule, the share-of-protocol gate applied the same way in both
-directions, and the verdicts written as Markdown, JSON, HTML evidence pages and DVC metrics."""
+directions, and the verdicts written as Markdown, JSON, HTML evidence pages and DVC metrics; and
+the README's claims table, rendered from the registry, the scales and the record of the verdicts
+last measured at each scale."""
 
 from __future__ import annotations
 
+import datetime
 import json
+import textwrap
+from collections.abc import Mapping
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -354,5 +359,101 @@ def write_metrics(tables_dir: str | Path, out_dir: str | Path, claims: dict[int,
     return written
 
 
-__all__ = ["CLAIMS", "evaluate_claims", "evidence", "judge", "load_tables", "write_claims",
+# -- the README's claims table: the registry, the scales, and the verdicts last measured ---------
+# The record (docs/claims-status.json) holds, per scale, the date and commit its verdicts were
+# measured on, how (free text), and per claim {"verdict", "leans", "ran"} as claims.json gives them.
+WIRING_CELL = "not tested — a wiring check"
+
+
+def _cell(entry: Mapping[str, Any] | None) -> str:
+    if entry is None:
+        return "—"
+    if not entry.get("ran", True):
+        return "not run"
+    return entry["verdict"] + (f" (leans {entry['leans']})" if entry.get("leans") else "")
+
+
+def claims_table(record: Mapping[str, Any], config_dir: str | Path = "config") -> str:
+    """The README's claims section as Markdown: when and where each scale's verdicts were
+    measured, then every registered claim with its statement and paper reference and, per scale,
+    its verdict there. A wiring-check scale (``verdicts: false`` in scales.yaml) gives no verdicts
+    whatever was measured; a scale that is neither a wiring check nor in ``record`` has no
+    column."""
+    from odeflows.config import ConfigError, load_scales
+
+    configured = load_scales(config_dir)
+    unknown = sorted(set(record) - set(configured))
+    if unknown:
+        raise ConfigError(f"the verdict record names scales that {Path(config_dir)}/scales.yaml "
+                          f"does not: {', '.join(unknown)}")
+    wiring = {s for s, cfg in configured.items() if not (cfg or {}).get("verdicts", True)}
+    scales = [s for s in configured if s in wiring or s in record]
+    measured = []
+    for s in scales:
+        if s in record and s not in wiring:
+            r = record[s]
+            measured.append(f"`{s}` on {r['date']} from {r['commit']}"
+                            + (f" ({r['how']})" if r.get("how") else ""))
+    lead = (("Verdicts measured: " + "; ".join(measured)) if measured else
+            "No verdicts measured yet") + (". \"—\" means not yet run at that scale under the "
+                                           "current rules; \"not run\" that the scale does not "
+                                           "run the claim's experiment.")
+    lines = [textwrap.fill(lead, 99, break_long_words=False, break_on_hyphens=False),
+             "", "| # | claim | paper | " + " | ".join(f"`{s}`" for s in scales) + " |",
+             "|---|---|---|" + "---|" * len(scales)]
+    for c in registered_claims():
+        cells = [WIRING_CELL if s in wiring
+                 else _cell(record[s]["claims"].get(str(c.number))) for s in scales]
+        lines.append(f"| {c.number} | {c.statement.rstrip('.')} | {c.paper or '—'} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def record_verdicts(record: Mapping[str, Any], scale: str, results_dir: str | Path, *,
+                    commit: str | None = None, date: str | None = None, how: str = ""
+                    ) -> dict[str, Any]:
+    """``record`` with ``scale``'s verdicts replaced by those of ``results_dir/claims.json``.
+    ``commit`` defaults to the one commit its per-seed tables name, ``date`` to the day
+    claims.json was written (UTC)."""
+    results = Path(results_dir)
+    claims = json.loads((results / "claims.json").read_text())
+    if any(r["verdict"] == NOT_TESTED for r in claims.values()):
+        raise ValueError(f"{results / 'claims.json'} is a wiring check's report: it has no "
+                         "verdicts to record")
+    if commit is None:
+        commits = sorted({str(c)[:7] for f in (results / "tables").glob("*_runs.csv")
+                          for c in pd.read_csv(f).get("git_commit", pd.Series()).dropna()})
+        if len(commits) != 1:
+            raise ValueError(f"the tables of {results} name {len(commits)} commits "
+                             f"({', '.join(commits) or 'none'}): say which with --commit")
+        commit = commits[0]
+    if date is None:
+        mtime = (results / "claims.json").stat().st_mtime
+        date = datetime.datetime.fromtimestamp(mtime, datetime.UTC).date().isoformat()
+    entry = {"date": date, "commit": commit, "how": how,
+             "claims": {str(n): {"verdict": r["verdict"], "leans": r.get("leans", ""),
+                                 "ran": bool(r.get("ran", True))}
+                        for n, r in sorted(claims.items(), key=lambda kv: int(kv[0]))}}
+    return {**record, scale: entry}
+
+
+def format_record(record: Mapping[str, Any]) -> str:
+    """The record as JSON with one line per claim, so that a changed verdict is one changed
+    line in a diff."""
+    out = ["{"]
+    for i, (scale, r) in enumerate(record.items()):
+        out.append(f"  {json.dumps(scale)}: {{")
+        out += [f"    {json.dumps(k)}: {json.dumps(r[k], ensure_ascii=False)},"
+                for k in ("date", "commit", "how")]
+        out.append('    "claims": {')
+        items = list(r["claims"].items())
+        out += [f"      {json.dumps(n)}: {json.dumps(v, ensure_ascii=False)}"
+                + ("," if j < len(items) - 1 else "") for j, (n, v) in enumerate(items)]
+        out.append("    }")
+        out.append("  }" + ("," if i < len(record) - 1 else ""))
+    return "\n".join(out + ["}"]) + "\n"
+
+
+__all__ = ["CLAIMS", "WIRING_CELL", "claims_table", "evaluate_claims", "evidence",
+           "format_record", "judge", "load_tables", "record_verdicts", "write_claims",
            "write_metrics"]

@@ -63,7 +63,7 @@ def _speed_needs(ev: Evidence) -> Need | None:
     return arms_needs(SPEED, MATCH)(_with_step_time(ev))
 
 
-@claim(7, "RNODE matches FFJORD's bits/dim about 2.8x faster (RNODE Table 1).",
+@claim(7, "RNODE matches FFJORD's bits/dim about 2.8x faster", "RNODE Table 1",
        ("rnode_images",),
        "two comparisons per dataset with the comparative rule (odeflows.claims.stats), each at "
        "1 − α/(2k): (speed) the log ratio of FFJORD's to RNODE's seconds per training step "
@@ -110,7 +110,7 @@ def _instability(runs: pd.DataFrame) -> tuple[str, list[str]]:
 
 
 @claim(8, "Unregularised fixed-grid training goes unstable; each regulariser controls the "
-          "Jacobian norm (RNODE §7.1, Fig. 5).", ("rnode_ablation",),
+          "Jacobian norm", "RNODE §7.1, Fig. 5", ("rnode_ablation",),
        "(a) instability, from failed seeds (here failures are the evidence): reproduced when "
        "rk4_none fails more often than the regularised runs (Fisher's exact test, one-sided, "
        "p ≤ α/2); not reproduced when rk4_none's failure rate is below 0.5 with confidence "
