@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +74,7 @@ def test_figure_names_are_checked_before_anything_runs(tmp_path):
 
 
 def test_an_experiment_draws_its_registered_figures(tmp_path, monkeypatch):
-    from odeflows.plots import plot_experiment
+    from odeflows.figures.plot import plot_experiment
 
     cdir = _config(tmp_path)
     drawn = []
@@ -105,8 +107,21 @@ def test_figure_modules_stay_out_of_training_code_versions():
     train = versions.code_version("train", cfg)["modules"]
     plot = versions.code_version("plot")["modules"]
     assert not any(m.startswith("odeflows.figures") for m in train)
-    assert {"odeflows.figures", "odeflows.figures.flows"} <= set(plot)
+    assert {"odeflows.figures", "odeflows.figures.named.flows"} <= set(plot)
     assert callable(get_figure("nll_vs_parameters"))
+
+
+def test_checking_figure_names_imports_no_drawing_code():
+    # every process that resolves an experiment naming figures checks the names, training jobs
+    # included: that must not cost them matplotlib or the figures' view of the runs
+    code = ("import sys; from odeflows.config import plan; "
+            "plan({'scale': 'smoke', 'experiments': ['primer_flows'], 'config_dir': 'config'}); "
+            "print(*sorted(m for m in sys.modules\n"
+            "              if m.startswith(('matplotlib', 'odeflows.fig'))))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout
+    assert out.split() == ["odeflows.figure_names", "odeflows.figures", "odeflows.figures.named",
+                           "odeflows.figures.named.flows"]
 
 
 # -- columns and families in the tables ---------------------------------------------------------

@@ -272,7 +272,7 @@ def test_figures_say_why_when_nothing_ran(tmp_path, monkeypatch):
     import shutil
 
     from odeflows.figures import get_figure
-    from odeflows.plots import Experiment
+    from odeflows.figures.view import Experiment
 
     shutil.copytree(ROOT / "config", tmp_path / "config")
     monkeypatch.chdir(tmp_path)

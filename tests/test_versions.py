@@ -40,7 +40,8 @@ def test_declarations_do_not_reach_the_stages_that_read_them():
 def test_later_stages_are_not_part_of_earlier_versions(default_plan):
     cfg = default_plan.config(default_plan.runs[0])
     train = set(code_version("train", cfg)["modules"])
-    assert not {"odeflows.evaluate", "odeflows.tables", "odeflows.plots"} & train
+    assert not {"odeflows.evaluate", "odeflows.tables"} & train
+    assert not any(m.startswith("odeflows.figures") for m in train)
     tables = set(code_version("tables")["modules"])
     assert not {"odeflows.train", "odeflows.evaluate"} & tables
 
@@ -54,3 +55,12 @@ def test_functions_a_task_names_are_part_of_its_stages_versions(default_plan):
     tables = code_version("tables", extra_modules=["odeflows.tasks.memory_profile"])
     assert "odeflows.profiling" in tables["modules"]
     assert "odeflows.profiling" not in code_version("tables")["modules"]
+
+
+def test_plot_version_covers_every_figure_module():
+    # the named figures and the tasks' drawers are found at run time, not by imports
+    package = ROOT / "src" / "odeflows"
+    figures = {".".join(("odeflows", *f.relative_to(package).with_suffix("").parts))
+               .removesuffix(".__init__") for f in (package / "figures").rglob("*.py")}
+    assert {"odeflows.figures.view", "odeflows.figures.named.flows"} <= figures
+    assert figures <= set(code_version("plot")["modules"])

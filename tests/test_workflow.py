@@ -323,7 +323,7 @@ def test_a_code_change_puts_exactly_its_results_out_of_date(smoke_repo):
     finally:
         restore()
     # plotting code: figures are redrawn, nothing is retrained or re-evaluated
-    restore = _edit_code(smoke_repo, "src/odeflows/plots.py")
+    restore = _edit_code(smoke_repo, "src/odeflows/figures/draw.py")
     try:
         counts = _job_counts(_snakemake(smoke_repo, "-n", "--config", "scale=smoke").stdout)
         assert counts.get("plot") == 9 and "train" not in counts and "evaluate" not in counts

@@ -144,7 +144,7 @@ def cmd_tables(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from odeflows.plots import plot_experiment
+    from odeflows.figures.plot import plot_experiment
 
     paths = plot_experiment(args.scale, args.experiment, args.out_dir, args.config_dir,
                             args.modules or ())

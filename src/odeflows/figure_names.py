@@ -1,9 +1,9 @@
 """The registry of figures an experiment may name (``figures:`` in its file).
 
 Configuration (a declaration layer) checks an experiment's figure names against it before
-anything runs, so it lives apart from the figure code: the figure modules of
-:mod:`odeflows.figures` (and a user's own modules) add their drawing functions here when they are
-imported, which :meth:`Registry.discover` does when a name is first looked up.
+anything runs, so it lives apart from the figure code: the modules of
+:mod:`odeflows.figures.named` (and a user's own modules) add their drawing functions here when
+they are imported, which :meth:`Registry.discover` does when a name is first looked up.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from odeflows.registry import Registry
 
 Draw = Callable[[Any, Path], list[Path]]
 
-FIGURES: Registry[Draw] = Registry("figure", packages=("odeflows.figures",))
+FIGURES: Registry[Draw] = Registry("figure", packages=("odeflows.figures.named",))
 
 
 def register_figure(name: str) -> Callable[[Draw], Draw]:

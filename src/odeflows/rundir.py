@@ -12,7 +12,7 @@
 - ``<name>.npz``    arrays figures need (``density``, ``trajectories``, ``samples``)
 - ``profile.csv``   memory/time measurements (memory-profile runs)
 
-Training, evaluation, tables, plots, the audit and :func:`odeflows.api.load_run` all go
+Training, evaluation, tables, figures, the audit and :func:`odeflows.api.load_run` all go
 through :class:`RunDir`.
 """
 

@@ -30,7 +30,8 @@ STAGES: dict[str, tuple[str, ...]] = {
     "evaluate": ("odeflows.evaluate",),
     "tables": ("odeflows.tables",),
     # the figure registry finds its modules when asked, so the plot stage names them all
-    "plot": ("odeflows.plots", "odeflows.plots_images", "odeflows.figures", "odeflows.figures.*"),
+    "plot": ("odeflows.figures", "odeflows.figures.*", "odeflows.figures.named",
+             "odeflows.figures.named.*"),
     "claims": ("odeflows.claims",),
     "parameter_counts": ("odeflows.parameter_counts",),
 }

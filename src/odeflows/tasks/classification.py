@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 class ClassificationTask(Task):
     name = "classification"
-    drawer = Deferred("odeflows.plots_images:plot_classification")
+    drawer = Deferred("odeflows.figures.classification:plot_classification")
     supervised = True
     metrics = ("test_accuracy_pct", "test_loss", "test_nfe", "nfe_first_epoch", "nfe_last_epoch",
                "train_wall_seconds", "num_parameters")

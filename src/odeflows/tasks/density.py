@@ -54,7 +54,7 @@ def gaussian_fit(x_train: np.ndarray, x_test: np.ndarray) -> dict[str, float]:
 
 class DensityTask(Task):
     name = "density"
-    drawer = Deferred("odeflows.plots:plot_density")
+    drawer = Deferred("odeflows.figures.density:plot_density")
     eval_options = {
         **EVAL_BATCH,
         "grid_points": {"type": "integer", "minimum": 2, "default": 100},

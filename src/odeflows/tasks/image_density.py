@@ -70,7 +70,7 @@ def bits_per_dim(logp: torch.Tensor, dims: int, bits: int) -> torch.Tensor:
 
 class ImageDensityTask(Task):
     name = "image_density"
-    drawer = Deferred("odeflows.plots_images:plot_image_density")
+    drawer = Deferred("odeflows.figures.image_density:plot_image_density")
     eval_options = {
         **EVAL_BATCH,
         "dequantization": {"enum": list(DEQUANTIZATION), "default": "uniform"},

@@ -30,7 +30,7 @@ class MemoryProfileTask(Task):
     evaluator = Deferred("odeflows.profiling:evaluate_profile")
     summariser = Deferred("odeflows.profiling:summarise_profile")
     formatter = Deferred("odeflows.profiling:profile_markdown")
-    drawer = Deferred("odeflows.plots:plot_memory")
+    drawer = Deferred("odeflows.figures.memory:plot_memory")
 
     def accepts(self, model, data) -> str | None:
         from odeflows.tasks import select_task

@@ -19,7 +19,7 @@ def has_ode(model: nn.Module) -> bool:
 
 class RegressionTask(Task):
     name = "regression"
-    drawer = Deferred("odeflows.plots:plot_regression")
+    drawer = Deferred("odeflows.figures.regression:plot_regression")
     supervised = True
     eval_options = {**EVAL_BATCH,
                     "trajectory_points": {"type": "integer", "minimum": 2, "default": 21}}

@@ -15,8 +15,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from odeflows.plots import Experiment, plot_experiment
-from odeflows.plots_images import _montage
+from odeflows.figures.draw import montage
+from odeflows.figures.plot import plot_experiment
+from odeflows.figures.view import Experiment
 
 REPO = Path(__file__).resolve().parents[1]
 SCALE = "laptop"
@@ -196,9 +197,9 @@ def test_groups_and_dataset_split(workdir: Path) -> None:
 
 
 def test_montage_greyscale_and_rgb() -> None:
-    grey = _montage(np.zeros((10, 1, 8, 8), dtype=np.uint8))
+    grey = montage(np.zeros((10, 1, 8, 8), dtype=np.uint8))
     assert grey.shape == (3 * 9 + 1, 4 * 9 + 1)  # 4 columns × 3 rows, 1-pixel gaps
-    rgb = _montage(np.zeros((4, 3, 5, 5), dtype=np.uint8))
+    rgb = montage(np.zeros((4, 3, 5, 5), dtype=np.uint8))
     assert rgb.shape == (2 * 6 + 1, 2 * 6 + 1, 3)
 
 

@@ -3,10 +3,10 @@ dataset, densities per family at matched size, the cost of sampling against dens
 as the dimension grows, and the round-trip error against the solver tolerance.
 
 Everything is read from the run directories' ``eval.json``, ``density.npz`` and
-``roundtrip.npz`` (via :class:`odeflows.plots.Experiment`); a figure with nothing to draw says
-why. matplotlib and pandas are imported inside the functions: this module is imported whenever a
-configuration that names a figure is checked (see :mod:`odeflows.figures`), training jobs
-included.
+``roundtrip.npz`` (via :class:`odeflows.figures.view.Experiment`); a figure with nothing to draw
+says why. matplotlib and pandas are imported inside the functions: this module is imported
+whenever a configuration that names a figure is checked (see :mod:`odeflows.figures.named`),
+training jobs included.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from odeflows.figures import register_figure
 if TYPE_CHECKING:
     import pandas as pd
 
-    from odeflows.plots import Experiment
+    from odeflows.figures.view import Experiment
 
 STRUCTURE_MARKERS = {"linear": "x", "coupling": "s", "autoregressive": "^",
                      "inverse_autoregressive": "v", "continuous": "o"}
@@ -86,16 +86,16 @@ def nll_vs_parameters(exp: Experiment, out_dir: Path) -> list[Path]:
     true entropy as references."""
     import pandas as pd
 
-    from odeflows.plots import _empty_figure, _figure, _legend, _save, _title
+    from odeflows.figures import draw
 
     name, title = "nll_vs_parameters", "Test NLL against parameters per family"
     table = runs_table(exp)
     if table.empty:
-        return _empty_figure(out_dir, name, title, exp.caption(), exp.status_lines())
+        return draw.empty_figure(out_dir, name, title, exp.caption(), exp.status_lines())
     datasets = [d for d in exp.datasets if d in set(table["dataset"])]
     cols = min(3, len(datasets))
     rows = math.ceil(len(datasets) / cols)
-    fig, axes = _figure(rows, cols, panel=(4.6, 3.6))
+    fig, axes = draw.figure(rows, cols, panel=(4.6, 3.6))
     for ax in axes.flat[len(datasets):]:
         ax.set_axis_off()
     for ax, dataset in zip(axes.flat, datasets, strict=False):
@@ -123,10 +123,10 @@ def nll_vs_parameters(exp: Experiment, out_dir: Path) -> list[Path]:
         ax.set_ylabel(unit)
         ax.set_title(exp.dataset_title(dataset))
         ax.grid(alpha=0.3, which="both")
-        _legend(ax, loc="best")
-    _title(fig, title, exp.caption("mean ± std over seeds; markers: ○ continuous, □ coupling, "
-                                   "△ autoregressive, ▽ inverse autoregressive, × linear"))
-    return _save(fig, out_dir, name)
+        draw.legend(ax, loc="best")
+    draw.title(fig, title, exp.caption("mean ± std over seeds; markers: ○ continuous, □ coupling, "
+                                       "△ autoregressive, ▽ inverse autoregressive, × linear"))
+    return draw.save(fig, out_dir, name)
 
 
 @register_figure("densities_matched")
@@ -136,38 +136,38 @@ def densities_matched(exp: Experiment, out_dir: Path) -> list[Path]:
     seed)."""
     import pandas as pd
 
-    from odeflows.plots import _empty_figure, _figure, _image_panel, _no_data, _save, _title
+    from odeflows.figures import draw
 
     name, title = "densities_matched", "Learned densities per family at matched size"
     table = runs_table(exp)
     table = table[table["kind"] == "vectors"] if len(table) else table
     if table.empty or "data_dim" not in table:
-        return _empty_figure(out_dir, name, title, exp.caption(), exp.status_lines())
+        return draw.empty_figure(out_dir, name, title, exp.caption(), exp.status_lines())
     table = table[pd.to_numeric(table["data_dim"], errors="coerce") == 2]
     table = table.assign(params=_params(table))
     datasets = [d for d in exp.datasets if d in set(table["dataset"])]
     families = _families(table)
     if not datasets:
-        return _empty_figure(out_dir, name, title, exp.caption(), exp.status_lines())
-    fig, axes = _figure(len(datasets), len(families), panel=(2.8, 2.8))
+        return draw.empty_figure(out_dir, name, title, exp.caption(), exp.status_lines())
+    fig, axes = draw.figure(len(datasets), len(families), panel=(2.8, 2.8))
     for row, dataset in enumerate(datasets):
         sub = table[table["dataset"] == dataset]
         cont = sub[sub["flow_structure"] == "continuous"]
         target = float((cont if len(cont) else sub).groupby("model")["params"].median().min())
         for col, (family, label, _) in enumerate(families):
             ax = axes[row, col]
-            _image_panel(ax)
+            draw.image_panel(ax)
             fam = sub[sub["family"] == family]
             if fam.empty:
-                _no_data(ax, "not run here")
+                draw.no_data(ax, "not run here")
             else:
                 sizes = fam.groupby("model")["params"].median()
                 model = (np.log(sizes) - math.log(target)).abs().idxmin()
                 runs = sorted(fam[fam["model"] == model]["run"], key=lambda r: r.spec.seed)
-                arrays = next((a for r in runs if (a := r.dir.arrays("density")) is not None),
+                arrays = next((a for r in runs if (a := r.arrays("density")) is not None),
                               None)
                 if arrays is None:
-                    _no_data(ax, f"no density grid\n{model}")
+                    draw.no_data(ax, f"no density grid\n{model}")
                 else:
                     axis = arrays["axis"]
                     ax.imshow(np.exp(arrays["logp"]), origin="lower", cmap="viridis",
@@ -178,9 +178,9 @@ def densities_matched(exp: Experiment, out_dir: Path) -> list[Path]:
             if row == 0:
                 ax.set_title(label)
         axes[row, 0].set_ylabel(f"{dataset}\n(≈{target:,.0f} params)", fontsize=9)
-    _title(fig, title, exp.caption("rung nearest (log scale) to the continuous flows' smallest; "
-                                   "colour = density per panel"))
-    return _save(fig, out_dir, name)
+    draw.title(fig, title, exp.caption("rung nearest (log scale) to the continuous flows' "
+                                       "smallest; colour = density per panel"))
+    return draw.save(fig, out_dir, name)
 
 
 @register_figure("cost_vs_dimension")
@@ -189,19 +189,19 @@ def cost_vs_dimension(exp: Experiment, out_dir: Path) -> list[Path]:
     D and 1/D guides of the autoregressive flows) and in wall time per point (right)."""
     import pandas as pd
 
-    from odeflows.plots import _empty_figure, _figure, _legend, _save, _title
+    from odeflows.figures import draw
 
     name, title = "cost_vs_dimension", "Sampling vs density evaluation cost against dimension"
     table = runs_table(exp)
     needed = {"density_passes", "sample_passes", "density_seconds", "sample_seconds",
               "data_dim"}
     if table.empty or not needed <= set(table.columns):
-        return _empty_figure(out_dir, name, title, exp.caption(),
-                             ["no costs recorded (eval.cost_batch)", *exp.status_lines()])
+        return draw.empty_figure(out_dir, name, title, exp.caption(),
+                                 ["no costs recorded (eval.cost_batch)", *exp.status_lines()])
     for c in needed:
         table[c] = pd.to_numeric(table[c], errors="coerce")
     table = table.dropna(subset=list(needed))
-    fig, axes = _figure(1, 2, panel=(5.0, 3.8))
+    fig, axes = draw.figure(1, 2, panel=(5.0, 3.8))
     dims = sorted(table["data_dim"].unique())
     counted = table[(table["density_passes"] > 0) & (table["sample_passes"] > 0)]
     for ax, frame, num, den, ylabel in (
@@ -225,12 +225,12 @@ def cost_vs_dimension(exp: Experiment, out_dir: Path) -> list[Path]:
         ax.set_xlabel("data dimension D (log scale)")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3, which="both")
-        _legend(ax, loc="best")
+        draw.legend(ax, loc="best")
     axes[0, 0].set_title("passes (counted; the linear flow has none)")
     axes[0, 1].set_title("wall time (fastest of repeats)")
-    _title(fig, title, exp.caption(f"D measured: {', '.join(str(int(d)) for d in dims)}; "
-                                   "mean over runs"))
-    return _save(fig, out_dir, name)
+    draw.title(fig, title, exp.caption(f"D measured: {', '.join(str(int(d)) for d in dims)}; "
+                                       "mean over runs"))
+    return draw.save(fig, out_dir, name)
 
 
 @register_figure("roundtrip_vs_tolerance")
@@ -239,26 +239,26 @@ def roundtrip_vs_tolerance(exp: Experiment, out_dir: Path) -> list[Path]:
     one line per run), with the discrete flows' float32 and float64 levels for comparison."""
     import pandas as pd
 
-    from odeflows.plots import _empty_figure, _figure, _legend, _save, _title
+    from odeflows.figures import draw
 
     name, title = "roundtrip_vs_tolerance", "Round-trip error against solver tolerance"
     table = runs_table(exp)
     if table.empty or "roundtrip_max" not in table:
-        return _empty_figure(out_dir, name, title, exp.caption(),
-                             ["no round trips recorded (eval.roundtrip_batch)",
-                              *exp.status_lines()])
+        return draw.empty_figure(out_dir, name, title, exp.caption(),
+                                 ["no round trips recorded (eval.roundtrip_batch)",
+                                  *exp.status_lines()])
     curves: list[tuple[Any, dict[str, np.ndarray]]] = []
     for _, r in table[table["flow_structure"] == "continuous"].iterrows():
-        arrays = r["run"].dir.arrays("roundtrip")
+        arrays = r["run"].arrays("roundtrip")
         if arrays is not None and len(arrays.get("tolerance", [])):
             curves.append((r, arrays))
     discrete = table[table["flow_structure"].isin(
         ("coupling", "autoregressive", "inverse_autoregressive"))]
     if not curves and discrete.empty:
-        return _empty_figure(out_dir, name, title, exp.caption(),
-                             ["no coupling, autoregressive or continuous runs completed",
-                              *exp.status_lines()])
-    fig, axes = _figure(1, 1, panel=(6.2, 4.2))
+        return draw.empty_figure(out_dir, name, title, exp.caption(),
+                                 ["no coupling, autoregressive or continuous runs completed",
+                                  *exp.status_lines()])
+    fig, axes = draw.figure(1, 1, panel=(6.2, 4.2))
     ax = axes[0, 0]
     shown: set[str] = set()
     for r, arrays in curves:
@@ -281,6 +281,6 @@ def roundtrip_vs_tolerance(exp: Experiment, out_dir: Path) -> list[Path]:
     ax.set_xlabel("solver tolerance rtol = atol (dopri5; tighter →)")
     ax.set_ylabel("max ‖x − T⁻¹(T(x))‖ / RMS‖x‖")
     ax.grid(alpha=0.3, which="both")
-    _legend(ax, loc="best")
-    _title(fig, title, exp.caption("continuous flows in float64"))
-    return _save(fig, out_dir, name)
+    draw.legend(ax, loc="best")
+    draw.title(fig, title, exp.caption("continuous flows in float64"))
+    return draw.save(fig, out_dir, name)

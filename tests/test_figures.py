@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from odeflows.plots import Experiment, plot_experiment
+from odeflows.figures.plot import plot_experiment
+from odeflows.figures.view import Experiment
 
 REPO = Path(__file__).resolve().parents[1]
 SCALE = "smoke"
