@@ -19,6 +19,8 @@ from odeflows.models import build_model, data_kind, get_model
 from odeflows.ode import count_nfe, reset_nfe
 from odeflows.rundir import RunDir
 
+__all__ = ["Run", "load_run"]
+
 
 @dataclass
 class Run:

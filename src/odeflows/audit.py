@@ -31,6 +31,9 @@ from odeflows.rundir import RunDir
 from odeflows.tables import TableTask, reference_numbers, run_rows
 from odeflows.tasks import get_task
 
+__all__ = ["AuditReport", "TreeReport", "audit", "audit_tree", "format_report", "format_tree",
+           "sidecar_of"]
+
 
 @dataclass
 class AuditReport:

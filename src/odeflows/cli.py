@@ -15,6 +15,8 @@ from typing import Any
 
 from odeflows.config import ConfigError
 
+__all__ = ["TABLE_BEGIN", "TABLE_END", "main"]
+
 
 def _names(kind: str, config_dir: str = "config") -> str:
     """Known scales / experiments of the default config dir, for --help (never fails)."""

@@ -18,6 +18,8 @@ from odeflows.models import build_model
 from odeflows.rundir import RunDir
 from odeflows.tasks import task_for
 
+__all__ = ["best_model", "evaluate"]
+
 # copied from summary.json, so eval.json alone holds everything a table row needs
 SUMMARY_KEYS = ("best_val_loss", "best_iteration", "train_wall_seconds", "iterations",
                 "epochs_trained", "num_parameters", "config_hash")

@@ -14,6 +14,8 @@ from typing import Any
 
 from odeflows.registry import Registry
 
+__all__ = ["Draw", "FIGURES", "get_figure", "register_figure"]
+
 Draw = Callable[[Any, Path], list[Path]]
 
 FIGURES: Registry[Draw] = Registry("figure", packages=("odeflows.figures.named",))

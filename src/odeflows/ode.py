@@ -10,6 +10,9 @@ import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
+__all__ = ["Autonomous", "Counted", "CountedField", "Solver", "SolverFailure", "count_nfe",
+           "reset_nfe", "solve"]
+
 FIXED_GRID = {"rk4", "euler", "midpoint"}
 
 

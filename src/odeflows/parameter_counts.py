@@ -20,6 +20,8 @@ from odeflows.models import BuildContext, build_model, get_model, num_parameters
 from odeflows.ode import Solver
 from odeflows.tables import paper_facts, reference_numbers
 
+__all__ = ["paper_config_counts", "to_markdown", "write_parameter_table"]
+
 EXTRA_WORDS = {
     "end_time": "an untrained end time T per CNF",
     "aug_unused_1x1_conv": "an unused 1×1 conv per CNF",

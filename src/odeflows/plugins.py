@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
 
+__all__ = ["PluginError", "load", "source_files"]
+
 _loaded: dict[str, ModuleType] = {}
 
 

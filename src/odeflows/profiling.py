@@ -27,6 +27,9 @@ from odeflows.rundir import RunDir
 from odeflows.tasks import select_task
 from odeflows.train import run_record, seed_everything
 
+__all__ = ["SavedTensorMeter", "evaluate_profile", "measure_step", "profile", "profile_markdown",
+           "summarise_profile"]
+
 FIELDS = ["mode", "steps", "repeat", "peak_saved_bytes", "seconds", "nfe_forward",
           "nfe_backward", "loss", "cuda_peak_bytes"]
 

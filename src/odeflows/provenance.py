@@ -18,6 +18,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+__all__ = ["config_hash", "cpu_model", "dvc_status", "file_digest", "git_state", "host_info",
+           "md5_file", "package_versions", "read_json", "remove_stale_temporaries",
+           "sha256_current", "sha256_file", "sha256_text", "temporary_path", "write_json_atomic",
+           "write_text_atomic"]
+
 PACKAGES = ("odeflows", "torch", "torchdiffeq", "numpy", "pandas", "matplotlib", "snakemake",
             "dvc", "torchvision")
 

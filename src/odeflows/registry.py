@@ -16,6 +16,8 @@ import pkgutil
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
+__all__ = ["Deferred", "Registry", "UnknownName", "suggest"]
+
 T = TypeVar("T")
 
 

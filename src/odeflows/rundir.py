@@ -32,6 +32,8 @@ import numpy as np
 
 from odeflows import provenance
 
+__all__ = ["MetricsLog", "RunDir", "RunSpec"]
+
 RUNS = "results/{scale}/runs"
 #: the run directory of a (scale, experiment, dataset, model, seed), as a format pattern
 PATTERN = RUNS + "/{experiment}/{dataset}/{model}/seed{seed}"

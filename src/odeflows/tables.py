@@ -20,6 +20,10 @@ from odeflows.config import Plan, load_experiment, plan
 from odeflows.rundir import RunDir
 from odeflows.tasks import Task, get_task
 
+__all__ = ["TableTask", "epoch_stats", "experiment_tasks", "format_cell", "paper_facts",
+           "reference_numbers", "run_provenance", "run_rows", "solver_columns", "summarise",
+           "to_markdown", "training_curves", "write_tables"]
+
 PROTOCOL = ("mean ± std (ddof=1) over runs with status 'completed'; density models are scored at "
             "their best-validation checkpoint (AFFJORD/FFJORD protocol)")
 

@@ -35,6 +35,10 @@ from odeflows.provenance import config_hash
 from odeflows.rundir import RunDir
 from odeflows.tasks import Task, task_for
 
+__all__ = ["Data", "Process", "Schedule", "State", "Streams", "checkpoint", "finish",
+           "fit_closed_form", "resolve_device", "resume", "run_record", "seed_everything", "step",
+           "total_iterations", "train", "validate"]
+
 METRIC_FIELDS = ["iteration", "epoch", "loss", "nll", "bpd", "accuracy", "kinetic", "jacobian",
                  "nfe_forward", "nfe_backward", "step_time", "lr", "grad_norm", "val_loss",
                  "val_accuracy", "val_nfe", "end_time"]

@@ -24,6 +24,8 @@ from typing import Any
 
 from odeflows import provenance
 
+__all__ = ["STAGES", "code_version", "module_closure"]
+
 STAGES: dict[str, tuple[str, ...]] = {
     "prepare": ("odeflows.data.prepared",),
     "train": ("odeflows.train",),

@@ -15,6 +15,8 @@ from odeflows.claims.core import (
     completed,
 )
 
+__all__ = ["claim_9"]
+
 
 @claim(9, "The adjoint method's memory does not grow with the number of solver steps",
           "Neural ODE note §2.2", ("node_adjoint",),

@@ -19,6 +19,8 @@ from odeflows.claims.core import (
     findings,
 )
 
+__all__ = ["affjord_rnode_findings", "claim_4", "claim_5", "claim_6"]
+
 TOY = Arms("affjord_toy", "affjord", "ffjord", "best_val_loss", False, "best validation NLL",
            valid_only=True)
 BPD = Arms("affjord_images", "affjord", "ffjord", "test_bpd", False, "test bits/dim",

@@ -29,6 +29,8 @@ from odeflows.claims.stats import (
     one_sample_interval,
 )
 
+__all__ = ["claim_1", "claim_2", "claim_3"]
+
 NFE = Arms("anode_toy", "anode", "node", "nfe_last_epoch", False, "last-epoch forward NFE")
 ACCURACY = Arms("anode_images", "anode", "node", "test_accuracy_pct", True, "test accuracy %",
                 paper_metric="test_accuracy_pct", proportion_scale=100.0)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from odeflows.claims.core import Evidence, completed, findings
 
+__all__ = ["beats_the_baseline"]
+
 
 @findings("baselines", "Every image flow against the per-pixel baseline",
           "Test bits/dim of each model beside the independent per-pixel histogram fitted to the "

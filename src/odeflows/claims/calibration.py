@@ -18,6 +18,8 @@ from odeflows.claims.core import CLAIMS, Evidence, Protocol
 from odeflows.claims.report import judge
 from odeflows.claims.stats import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 
+__all__ = ["SHAPES", "Shape", "evidence_for", "main", "rates"]
+
 
 @dataclass(frozen=True)
 class Shape:

@@ -31,6 +31,12 @@ from odeflows.claims.stats import (
 )
 from odeflows.registry import Registry
 
+__all__ = ["Arms", "CALIBRATED", "CLAIMS", "Claim", "Comparison", "Evidence", "FINDINGS", "FIRST",
+           "Findings", "GRID_MASS_MAX", "NOT_TESTED", "Need", "Protocol", "Result", "Revision",
+           "Verdict", "arms_needs", "claim", "combine", "compare_arms", "completed", "describe",
+           "epochs_run", "failed", "findings", "percent", "registered_claims", "seed_counts",
+           "trained", "valid_densities"]
+
 NOT_TESTED = "not tested"
 Verdict = tuple[str, list[str]]
 

@@ -17,6 +17,8 @@ from odeflows.claims.core import (
     completed,
 )
 
+__all__ = ["claim_10"]
+
 
 @claim(10, "Hutchinson's estimator is unbiased for the divergence", "FFJORD; AFFJORD §2",
        ("affjord_toy",),

@@ -33,6 +33,8 @@ from odeflows.claims.core import (
 )
 from odeflows.claims.stats import ALPHA, welch_interval
 
+__all__ = ["Rung", "SAME_SIZE", "claim_11", "claim_12", "claim_13", "claim_14"]
+
 DENSITY = Revision("2026-11-30", "after the first workstation run: only 2-D runs whose "
                    "density integrates to at most 1.1 on the evaluation grid count")
 CALIBRATED_11 = Revision("2026-12-06", "'beats' was Welch t ≥ 2 per pair of rungs, uncorrected "

@@ -22,6 +22,8 @@ from odeflows.claims.core import (
 )
 from odeflows.claims.stats import ALPHA, INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 
+__all__ = ["claim_7", "claim_8"]
+
 SPEED = Arms("rnode_images", "rnode", "ffjord", "step_seconds", False,
              "seconds per training step", log=True, paper_metric="train_hours", family=2)
 MATCH = Arms("rnode_images", "rnode", "ffjord", "test_bpd_dequantized", False,

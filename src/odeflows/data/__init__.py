@@ -19,6 +19,9 @@ import numpy as np
 
 from odeflows.registry import Registry
 
+__all__ = ["Arrays", "DatasetGenerator", "GENERATORS", "SPLITS", "get_generator",
+           "register_generator", "register_sampler"]
+
 SPLITS = ("train", "val", "test")
 DATA_KINDS = ("vectors", "images")
 TARGETS = ("regression", "classes")

@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+__all__ = ["sample"]
+
 DATASETS: tuple[str, ...] = ("g1d", "spheres1d", "spheres2d", "shifted_sines")
 
 _DEFAULTS: dict[str, dict[str, Any]] = {

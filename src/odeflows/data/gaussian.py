@@ -11,6 +11,8 @@ import numpy as np
 
 from odeflows.data import register_sampler
 
+__all__ = ["entropy", "gaussian"]
+
 
 def _moments(mean: Sequence[float], cov: Sequence[Sequence[float]]
              ) -> tuple[np.ndarray, np.ndarray]:

@@ -70,6 +70,9 @@ import numpy as np
 
 from odeflows.provenance import sha256_file, sha256_text
 
+__all__ = ["CorruptRawData", "DATASETS", "ImageDataset", "MissingRawData", "dataset",
+           "load_image_arrays", "raw_files", "resize_images"]
+
 Arrays = dict[str, np.ndarray]
 
 #: seed of the fixed train/test split of the offline subsets; independent of the run/dataset

@@ -23,6 +23,9 @@ import numpy as np
 from odeflows.data import SPLITS, Arrays, get_generator
 from odeflows.provenance import read_json, sha256_current, sha256_file, write_json_atomic
 
+__all__ = ["PreparedDataError", "generate", "load", "load_meta", "prepare", "regenerate_hint",
+           "sidecar", "verify"]
+
 
 class PreparedDataError(ValueError):
     """A prepared dataset is missing, unreadable or differs from its sidecar; the message names

@@ -54,6 +54,8 @@ from numbers import Integral
 
 import numpy as np
 
+__all__ = ["sample"]
+
 DATASETS: tuple[str, ...] = (
     "swissroll",
     "circles",

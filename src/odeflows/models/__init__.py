@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 
     from odeflows.ode import Solver
 
+__all__ = ["BuildContext", "MODELS", "ModelEntry", "ReferenceCount", "build_model", "data_kind",
+           "get_model", "model_names", "num_parameters", "register_model", "with_defaults"]
+
 KINDS = ("density", "classifier", "regressor")
 DATA_KINDS = ("vectors", "images")
 Options = Mapping[str, dict[str, Any]]

@@ -16,6 +16,9 @@ from odeflows.models import BuildContext
 from odeflows.nn.layers import NONLINEARITIES
 from odeflows.ode import CountedField, Solver, solve
 
+__all__ = ["MLPDynamics", "ODENet", "Project", "ResNetMLP", "build_node", "build_resnet",
+           "make_readout"]
+
 
 class Project(nn.Module):
     def __init__(self, out_dim: int):

@@ -26,6 +26,8 @@ from odeflows.nn import fused_hyper
 from odeflows.nn.fields import AugmentedDynamics, AugmentedHyperField, MLPField, TimeHyperField
 from odeflows.ode import Autonomous, CountedField, Solver, solve
 
+__all__ = ["CNFDynamics", "ToyCNF", "build_affjord", "build_ffjord"]
+
 
 class CNFDynamics(nn.Module):
     """Right-hand side of the joint state; the Hutchinson probe is set once per solve."""

@@ -20,6 +20,9 @@ from odeflows.models import BuildContext, ReferenceCount
 from odeflows.nn.layers import NONLINEARITIES
 from odeflows.ode import CountedField, Solver, solve
 
+__all__ = ["ConvODEFunc", "ConvODENet", "TimeConv2d", "build", "parameter_count",
+           "reference_count", "reference_solver"]
+
 
 def reference_solver(adjoint: bool = True) -> Solver:
     """The reference ODEBlock's solver: dopri5, rtol = atol = 1e-3, at most 1000 steps; the image

@@ -61,6 +61,9 @@ from odeflows.models.odenvp import LogitTransform
 from odeflows.nn.layers import NONLINEARITIES
 from odeflows.ode import Counted
 
+__all__ = ["DiscreteFlow", "InverseAutoregressive", "LinearLU", "build", "build_discrete_flow",
+           "num_effective_parameters", "num_parameters", "option_defaults", "validate_options"]
+
 
 def option_defaults(family: str) -> dict[str, Any]:
     """The default of every option of ``family``."""

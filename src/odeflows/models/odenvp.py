@@ -42,6 +42,11 @@ from odeflows.nn.names import DIVERGENCES
 from odeflows.nn.names import IMAGE_LAYERS as LAYERS
 from odeflows.ode import Autonomous, CountedField, Solver, solve
 
+__all__ = ["AugmentedField", "BlockDynamics", "CNFBlock", "ImageField", "LogitTransform",
+           "MultiscaleCNF", "build", "cnf_channels", "exact_divergence", "num_scales",
+           "reference_count", "reference_parameter_count", "squeeze", "standard_normal_logprob",
+           "unsqueeze"]
+
 
 # -- building blocks ------------------------------------------------------------------------------
 def num_scales(height: int, width: int) -> int:

@@ -19,6 +19,8 @@ from torch import nn
 
 from odeflows.models import BuildContext
 
+__all__ = ["PixelHistogram", "build", "fit"]
+
 
 class PixelHistogram(nn.Module):
     """Per-pixel categorical P_i(k), k ∈ {0, …, 2^bits − 1}, of images (C, H, W) in [0, 1]."""

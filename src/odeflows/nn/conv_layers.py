@@ -25,6 +25,8 @@ from torch import nn
 
 from odeflows.nn.layers import NONLINEARITIES
 
+__all__ = ["CondConv2d", "ConvFieldNet", "HyperConv2d", "conv_param_count", "hyper_init_"]
+
 KERNEL = 3
 
 

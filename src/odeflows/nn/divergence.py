@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+__all__ = ["exact_autograd", "from_jacobian", "hutchinson", "sample_probe"]
+
 
 def exact_autograd(f: torch.Tensor, x: torch.Tensor, create_graph: bool
                    ) -> tuple[torch.Tensor, torch.Tensor]:

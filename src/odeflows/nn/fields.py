@@ -14,6 +14,8 @@ from torch import nn
 
 from odeflows.nn.layers import LAYERS, NONLINEARITIES, activation_derivative
 
+__all__ = ["AugmentedDynamics", "AugmentedHyperField", "HyperUnits", "MLPField", "TimeHyperField"]
+
 
 class MLPField(nn.Module):
     """FFJORD ``ODEnet`` on vectors: time-conditioned layers with a nonlinearity between them."""

@@ -48,6 +48,8 @@ from odeflows.nn.fields import MLPField
 from odeflows.nn.layers import ConcatSquashLinear
 from odeflows.ode import CountedField, Solver, solve
 
+__all__ = ["FusedMLP", "adjoint_applies", "solve_adjoint", "supports"]
+
 PARAMS_PER_LAYER = 5  # linear.weight, linear.bias, hyper_gate.weight, hyper_gate.bias, hyper_bias
 
 # (x, t) → (outputs, what the VJP needs)

@@ -36,6 +36,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+__all__ = ["apply", "keep_freed_memory", "value_and_divergence"]
+
 ACTIVATIONS = ("softplus", "tanh")
 _CL = torch.channels_last
 

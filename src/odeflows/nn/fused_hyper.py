@@ -44,6 +44,9 @@ from torch import nn
 from odeflows.nn.fields import AugmentedDynamics, AugmentedHyperField, HyperUnits, TimeHyperField
 from odeflows.ode import CountedField, Solver
 
+__all__ = ["FusedHyperRK4", "applies", "augmented_stages", "stage_times", "stage_weights",
+           "supports", "time_grid"]
+
 # RK4 3/8 rule (torchdiffeq rk4_alt_step_func): stage inputs y0 + h·Σ_j A[i][j] k_j and the
 # combination weights of the step
 _ONE_THIRD, _TWO_THIRDS = 1 / 3, 2 / 3

@@ -5,6 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+__all__ = ["ConcatLinear", "ConcatSquashLinear", "LAYERS", "NONLINEARITIES",
+           "activation_derivative"]
+
 NONLINEARITIES = {
     "tanh": nn.Tanh,
     "relu": nn.ReLU,

@@ -25,6 +25,8 @@ from torchdiffeq._impl.dopri5 import DPS_C_MID
 
 from odeflows.ode import SolverFailure
 
+__all__ = ["dopri5"]
+
 Norm = Callable[[torch.Tensor], torch.Tensor]
 Field = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 _ORDER = 5

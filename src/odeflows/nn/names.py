@@ -2,6 +2,8 @@
 entries declare their options from these tuples, and :mod:`odeflows.nn.layers` maps each name to
 its implementation (a test checks the two agree)."""
 
+__all__ = ["DIVERGENCES", "IMAGE_LAYERS", "NONLINEARITIES", "TIME_LAYERS"]
+
 NONLINEARITIES = ("tanh", "relu", "softplus", "elu")
 #: FFJORD's time-conditioned linear layers
 TIME_LAYERS = ("concat", "concatsquash")

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from odeflows.models import ModelEntry
     from odeflows.rundir import RunDir
 
+__all__ = ["EVAL_BATCH", "FLOW_EVAL_OPTIONS", "TASKS", "Task", "batches", "counted", "device_of",
+           "get_task", "no_grad", "register_task", "select_task", "task_for"]
+
 Options = Mapping[str, dict[str, Any]]
 
 # every task: the evaluation batch size

@@ -14,6 +14,8 @@ from odeflows.tasks.regression import has_ode
 if TYPE_CHECKING:
     import torch
 
+__all__ = ["ClassificationTask"]
+
 
 class ClassificationTask(Task):
     name = "classification"

@@ -22,6 +22,8 @@ from odeflows.tasks import (
     register_task,
 )
 
+__all__ = ["DensityTask", "density_grid", "gaussian_fit"]
+
 
 def density_grid(model: Any, points: int, limit: float, batch: int) -> dict[str, np.ndarray]:
     """log p on a points×points grid over [−limit, limit]² and the grid's total probability."""

@@ -29,6 +29,8 @@ from odeflows.tasks import (
 if TYPE_CHECKING:
     import torch
 
+__all__ = ["ImageDensityTask", "bits_per_dim", "dequantize"]
+
 DEQUANTIZATION = ("uniform", "midpoint")
 
 

@@ -11,6 +11,8 @@ from typing import Any
 from odeflows.registry import Deferred
 from odeflows.tasks import EVAL_BATCH, Task, register_task
 
+__all__ = ["MemoryProfileTask"]
+
 
 class MemoryProfileTask(Task):
     name = "memory_profile"

@@ -10,6 +10,8 @@ from odeflows.tasks import EVAL_BATCH, Task, batches, counted, device_of, no_gra
 if TYPE_CHECKING:
     from torch import nn
 
+__all__ = ["RegressionTask", "has_ode"]
+
 
 def has_ode(model: nn.Module) -> bool:
     from odeflows.ode import CountedField

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
     from odeflows.figures.view import Experiment
 
+__all__ = ["cost_vs_dimension", "densities_matched", "nll_vs_parameters", "roundtrip_vs_tolerance",
+           "runs_table"]
+
 STRUCTURE_MARKERS = {"linear": "x", "coupling": "s", "autoregressive": "^",
                      "inverse_autoregressive": "v", "continuous": "o"}
 

@@ -9,6 +9,8 @@ from odeflows.models import ModelEntry, register_model
 from odeflows.nn.names import NONLINEARITIES
 from odeflows.registry import Deferred
 
+__all__ = ["FAMILIES", "OPTION_SCHEMAS"]
+
 IMPLEMENTATION = "odeflows.models.discrete_flows"
 
 FAMILIES = ("linear", "nice", "realnvp", "maf", "iaf", "nsf")
