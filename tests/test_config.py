@@ -187,9 +187,11 @@ MALFORMED = [
     ("experiments/anode_toy.yaml", lambda d: d["scales"]["smoke"].update(based_on="laptopp"),
      ["anode_toy.yaml", "scales.smoke.based_on", "'laptopp' is not another scale"]),
     ("experiments/anode_toy.yaml", lambda d: d["scales"]["smoke"].update(extends="laptop"),
-     ["anode_toy.yaml", "scales.smoke.extends", "unknown key", "based_on"]),
+     ["anode_toy.yaml", "scales.smoke.extends", "unknown key (renamed 'based_on'"]),
     ("experiments/anode_toy.yaml", lambda d: d["settings"].update(model_cfg={"hidden": 8}),
-     ["anode_toy.yaml", "settings.model_cfg", "unknown key", "model_options"]),
+     ["anode_toy.yaml", "settings.model_cfg", "unknown key (renamed 'model_options'"]),
+    ("experiments/anode_toy.yaml", lambda d: d.update(defaults=d.pop("settings")),
+     ["anode_toy.yaml", "defaults", "unknown key (renamed 'settings'"]),
 ]
 
 

@@ -15,9 +15,13 @@ from referencing import Registry, Resource
 
 from odeflows.registry import suggest
 
-__all__ = ["SCHEMAS", "messages", "plain", "schema", "validator"]
+__all__ = ["RENAMED", "SCHEMAS", "messages", "plain", "schema", "validator"]
 
 SCHEMAS = ("workflow", "experiment", "run", "datasets", "scales")
+
+# keys renamed on 2026-12-06 so that each concept has one name: a configuration written before
+# then is told the new name where the old one is unknown
+RENAMED = {"model_cfg": "model_options", "defaults": "settings", "extends": "based_on"}
 
 
 @cache
@@ -68,7 +72,11 @@ def messages(checker: jsonschema.Draft202012Validator, obj: Any,
                     continue
                 where = ".".join(p for p in (key if key != "<top level>" else "", extra) if p)
                 hint = f"; allowed: {', '.join(allowed)}" if allowed else ""
-                out.append((where, f"unknown key{suggest(extra, allowed)}{hint}"))
+                if RENAMED.get(extra) in allowed:
+                    close = f" (renamed '{RENAMED[extra]}' on 2026-12-06)"
+                else:
+                    close = suggest(extra, allowed)
+                out.append((where, f"unknown key{close}{hint}"))
             continue
         if _non_finite(err.instance):
             out.append((key, f"{err.instance!r} is not a finite number"))
