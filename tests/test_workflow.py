@@ -102,7 +102,7 @@ def test_smoke_workflow_end_to_end(smoke_repo):
 
 def test_dvc_pull_in_a_fresh_clone_needs_no_rerun(smoke_repo, tmp_path):
     _run(["dvc", "push", "smoke"], smoke_repo)
-    _run([*GIT, "add", "dvc.lock"], smoke_repo)
+    _run([*GIT, "add", "dvc.lock", "results/metrics"], smoke_repo)
     _run([*GIT, "commit", "-qm", "results"], smoke_repo)
     clone = tmp_path / "clone"
     _run(["git", "clone", "-q", str(smoke_repo), str(clone)], tmp_path)
@@ -236,7 +236,7 @@ def test_a_corrupt_object_in_the_remote_is_caught(smoke_repo, tmp_path):
     """DVC trusts an object's name unless the remote is set to `verify`: the default remote is,
     so `dvc pull` refuses a corrupt object; without it the audit still names the file."""
     _run(["dvc", "push", "smoke"], smoke_repo)
-    _run([*GIT, "add", "dvc.lock"], smoke_repo)
+    _run([*GIT, "add", "dvc.lock", "results/metrics"], smoke_repo)
     _run([*GIT, "commit", "-qm", "results"], smoke_repo, check=False)  # done if committed
     remote = tmp_path / "remote"
     shutil.copytree(_run(["dvc", "remote", "list", "--local"], smoke_repo).stdout.split()[1],

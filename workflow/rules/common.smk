@@ -141,6 +141,9 @@ def final_outputs():
 import base64
 import shutil
 
+# DVC reads every scale's metrics from one declared folder (dvc.yaml), so a scale's metrics sit
+# outside results/<scale>
+METRICS_DIR = "results/metrics/{scale}"
 SNAKEMAKE_METADATA = Path(".snakemake", "metadata")
 EXPORTED_METADATA = Path("results", SCALE, "provenance", "snakemake-metadata")
 
@@ -153,14 +156,15 @@ def _metadata_path(name):
 def export_snakemake_metadata():
     if not SNAKEMAKE_METADATA.is_dir():
         return
-    prefixes = (str(Path("results", SCALE)) + os.sep, str(Path("data", "prepared", SCALE)) + os.sep)
+    prefixes = tuple(str(Path(folder)) + os.sep for folder in (
+        Path("results", SCALE), Path("data", "prepared", SCALE), METRICS_DIR.format(scale=SCALE)))
     EXPORTED_METADATA.mkdir(parents=True, exist_ok=True)
     for record in SNAKEMAKE_METADATA.iterdir():
         try:
             target = _metadata_path(record.name)
         except ValueError:
             continue
-        if target.startswith(prefixes):
+        if (target + os.sep).startswith(prefixes):
             shutil.copy2(record, EXPORTED_METADATA / record.name)
 
 

@@ -62,9 +62,7 @@ rule claims:
         claims=report("results/{scale}/claims.md", caption="../report/claims.rst",
                       category="Claims"),
         verdicts="results/{scale}/claims.json",
-        # DVC reads every scale's metrics from one declared folder (dvc.yaml), so a scale that
-        # has not run lists nothing
-        metrics=directory("results/metrics/{scale}"),
+        metrics=directory(METRICS_DIR),
         report=report(directory("results/{scale}/report"), patterns=["{name}.html"],
                       caption="../report/claim.rst", category="Claims"),
     params:
