@@ -68,7 +68,7 @@ _KIND_OF = (("dataset", "data"), ("data.*", "data"),
             ("*", "other"))
 
 # how summaries name a key: derived facts by name, the others by their path less its section
-_LABELS = {"data.n_train": "training images", "data.resolution": "resolution",
+_LABELS = {"data.n_train": "training examples", "data.resolution": "resolution",
            "train.processes": "processes"}
 _SECTION_LABELS = (("eval_solver.", "eval solver "), ("eval.", "eval "), ("solver.", ""),
                    ("model_options.", ""), ("train.", ""), ("data.", ""))
