@@ -133,7 +133,7 @@ def evidence(scale: str, tables_dir: str | Path, config_dir: str | Path = "confi
     ids = sorted(set(tables) | set(experiment_ids(config_dir))) \
         if (config_dir / "experiments").is_dir() else sorted(tables)
     scales_cfg = load_scales(config_dir) if (config_dir / "scales.yaml").exists() else {}
-    verdicts = bool((scales_cfg.get(scale) or {}).get("verdicts", True))
+    verdicts = gives_verdicts(scales_cfg.get(scale))
     protocol = _protocols(sorted(tables), scale, config_dir) \
         if (config_dir / "experiments").is_dir() else {}
     return Evidence(tables, scale,
@@ -362,6 +362,12 @@ def write_metrics(tables_dir: str | Path, out_dir: str | Path, claims: dict[int,
 # -- the README's claims table: the registry, the scales, and the verdicts last measured ---------
 # The record (docs/claims-status.json) holds, per scale, the date and commit its verdicts were
 # measured on, how (free text), and per claim {"verdict", "leans", "ran"} as claims.json gives them.
+def gives_verdicts(scale_cfg: Mapping[str, Any] | None) -> bool:
+    """Whether a scale's entry in scales.yaml lets its report judge (``verdicts``, default
+    true); a wiring check's does not."""
+    return bool((scale_cfg or {}).get("verdicts", True))
+
+
 WIRING_CELL = "not tested — a wiring check"
 
 
@@ -386,7 +392,7 @@ def claims_table(record: Mapping[str, Any], config_dir: str | Path = "config") -
     if unknown:
         raise ConfigError(f"the verdict record names scales that {Path(config_dir)}/scales.yaml "
                           f"does not: {', '.join(unknown)}")
-    wiring = {s for s, cfg in configured.items() if not (cfg or {}).get("verdicts", True)}
+    wiring = {s for s, cfg in configured.items() if not gives_verdicts(cfg)}
     scales = [s for s in configured if s in wiring or s in record]
     measured = []
     for s in scales:
@@ -455,5 +461,5 @@ def format_record(record: Mapping[str, Any]) -> str:
 
 
 __all__ = ["CLAIMS", "WIRING_CELL", "claims_table", "evaluate_claims", "evidence",
-           "format_record", "judge", "load_tables", "record_verdicts", "write_claims",
-           "write_metrics"]
+           "format_record", "gives_verdicts", "judge", "load_tables", "record_verdicts",
+           "write_claims", "write_metrics"]

@@ -33,6 +33,22 @@ def _seed_text(exp: Experiment, model: str, path_name: str) -> str:
     return "seed " + "/".join(map(str, seeds)) if seeds else "no completed run"
 
 
+def _frame_grid(exp: Experiment, axes: np.ndarray, lim: float, data_title: str,
+                what: str) -> None:
+    """Square panels over [−lim, lim]², one dataset per row, the data then one model per
+    column, titled on the first row."""
+    for row, dataset in enumerate(exp.datasets):
+        for ax in axes[row]:
+            draw.image_panel(ax)
+            ax.set_xlim(-lim, lim)
+            ax.set_ylim(-lim, lim)
+        axes[row, 0].set_ylabel(dataset, fontsize=11)
+    axes[0, 0].set_title(data_title)
+    for col, model in enumerate(exp.models, start=1):
+        axes[0, col].set_title(f"{exp.name(model)} {what} "
+                               f"({_seed_text(exp, model, 'density.npz')})")
+
+
 def _densities(exp: Experiment, out_dir: Path) -> list[Path]:
     name, title = "densities", "Data and learned densities"
     prepared = {d: view.prepared(exp.scale, d) for d in exp.datasets}
@@ -66,15 +82,7 @@ def _densities(exp: Experiment, out_dir: Path) -> list[Path]:
                       extent=(axis[0], axis[-1], axis[0], axis[-1]))
             ax.text(0.03, 0.03, f"∫p on grid = {float(d['mass']):.2f}", transform=ax.transAxes,
                     fontsize=7, color="w", va="bottom")
-        for col in range(len(exp.models) + 1):
-            draw.image_panel(axes[row, col])
-            axes[row, col].set_xlim(-lim, lim)
-            axes[row, col].set_ylim(-lim, lim)
-        axes[row, 0].set_ylabel(dataset, fontsize=11)
-    axes[0, 0].set_title("data (test histogram)")
-    for col, model in enumerate(exp.models, start=1):
-        axes[0, col].set_title(f"{exp.name(model)} density p(x) "
-                               f"({_seed_text(exp, model, 'density.npz')})")
+    _frame_grid(exp, axes, lim, "data (test histogram)", "density p(x)")
     draw.title(fig, title, exp.caption(f"x, y ∈ [−{lim:g}, {lim:g}]; colour = density (per panel)"))
     return draw.save(fig, out_dir, name)
 
@@ -86,13 +94,8 @@ def _val_loss(exp: Experiment, out_dir: Path) -> list[Path]:
     for ax, dataset in zip(axes[0], exp.datasets, strict=True):
         drawn = False
         for model in exp.models:
-            group = exp.group(dataset, model)
-            curves = [c for c in (view.per_iteration(r, "val_loss") for r in group.completed)
-                      if c is not None and not c.empty]
-            if draw.band(ax, curves, exp.color(model), group.label(len(curves))):
-                drawn = True
-            else:
-                ax.plot([], [], color=exp.color(model), label=group.label(0))
+            group, curves = exp.curves(dataset, model, lambda r: view.per_iteration(r, "val_loss"))
+            drawn |= draw.group_band(ax, group, curves)
         if not drawn:
             draw.no_data(ax)
         any_drawn |= drawn
@@ -134,14 +137,7 @@ def _samples(exp: Experiment, out_dir: Path) -> list[Path]:
                 n = min(len(points), 2000)
                 ax.scatter(points[:n, 0], points[:n, 1], s=3, alpha=0.5, color=color,
                            edgecolors="none")
-            draw.image_panel(ax)
-            ax.set_xlim(-lim, lim)
-            ax.set_ylim(-lim, lim)
-        axes[row, 0].set_ylabel(dataset, fontsize=11)
-    axes[0, 0].set_title("data (test set)")
-    for col, model in enumerate(exp.models, start=1):
-        axes[0, col].set_title(f"{exp.name(model)} samples "
-                               f"({_seed_text(exp, model, 'density.npz')})")
+    _frame_grid(exp, axes, lim, "data (test set)", "samples")
     draw.title(fig, title, exp.caption(f"x, y ∈ [−{lim:g}, {lim:g}]"))
     return draw.save(fig, out_dir, name)
 

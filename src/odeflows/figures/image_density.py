@@ -133,12 +133,18 @@ def _bpd_vs_wallclock(exp: Experiment, out_dir: Path, dataset: str) -> list[Path
     return draw.save(fig, out_dir, name)
 
 
+def _smoothing(exp: Experiment, dataset: str) -> tuple[int, int]:
+    """The rolling window and thinning step of per-iteration curves on ``dataset``, from its
+    longest training log."""
+    length = max((len(df) for m in exp.models for r in exp.group(dataset, m).completed
+                  for df in [view.metrics(r)] if df is not None), default=0)
+    return _window(length), max(1, math.ceil(length / MAX_POINTS))
+
+
 def _training_bpd(exp: Experiment, out_dir: Path, dataset: str) -> list[Path]:
     name = f"training_bpd_{dataset}"
     title = f"Training and validation bits/dim — {exp.dataset_title(dataset)}"
-    length = max((len(df) for m in exp.models for r in exp.group(dataset, m).completed
-                  for df in [view.metrics(r)] if df is not None), default=0)
-    window, step = _window(length), max(1, math.ceil(length / MAX_POINTS))
+    window, step = _smoothing(exp, dataset)
     fig, axes = draw.figure(1, 2, panel=(4.8, 3.9))
     left, right = axes[0]
     drawn_left = drawn_right = False
@@ -171,9 +177,7 @@ def _training_bpd(exp: Experiment, out_dir: Path, dataset: str) -> list[Path]:
 def _nfe(exp: Experiment, out_dir: Path, dataset: str) -> list[Path]:
     name = f"nfe_{dataset}"
     title = f"NFE per training iteration — {exp.dataset_title(dataset)}"
-    length = max((len(df) for m in exp.models for r in exp.group(dataset, m).completed
-                  for df in [view.metrics(r)] if df is not None), default=0)
-    window, step = _window(length), max(1, math.ceil(length / MAX_POINTS))
+    window, step = _smoothing(exp, dataset)
     fig, axes = draw.figure(1, 1, panel=(6.8, 4.2))
     ax = axes[0, 0]
     drawn, backward = False, False

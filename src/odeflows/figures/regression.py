@@ -37,16 +37,10 @@ def _epoch_curves(exp: Experiment, out_dir: Path, name: str, column: str, title:
         ax = axes[0, 0]
         drawn = False
         for model in models:
-            group = exp.group(dataset, model)
-            curves = [view.per_epoch(r, column) for r in group.completed]
-            curves = [c for c in curves if c is not None and not c.empty]
+            group, curves = exp.curves(dataset, model, lambda r: view.per_epoch(r, column))
             if not curves and not group.runs:
                 continue
-            if draw.band(ax, curves, exp.color(model), group.label(len(curves))):
-                drawn = True
-            else:
-                # still name the model so a reader sees it was attempted and why it is absent
-                ax.plot([], [], color=exp.color(model), label=group.label(0))
+            drawn |= draw.group_band(ax, group, curves)
         if not drawn:
             draw.no_data(ax)
         ax.set_xlabel("epoch")
