@@ -8,10 +8,12 @@ CPU seconds; the architecture, losses, dequantisation and optimiser are the pape
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import numpy as np
 import pytest
 
+from odeflows.claims import registered_claims
 from odeflows.config import plan
 from odeflows.data import get_generator
 from odeflows.evaluate import evaluate
@@ -76,3 +78,18 @@ def test_paper_config_builds_and_trains_two_steps(tmp_path, spec):
     assert result["status"] == "completed"
     key = "test_accuracy" if cfg["task"] == "classification" else "test_bpd"
     assert np.isfinite(result[key])
+
+
+# the fewest seeds at which every rule can decide: a Welch interval needs 2 per arm, and claim
+# 8's one-sided Fisher test on failed seeds reaches α/2 only from 3 per arm (p = 1/220)
+FEWEST_DECIDING_SEEDS = 3
+
+
+def test_the_paper_scale_runs_enough_seeds_for_every_claim_to_decide():
+    seeds = Counter((s.experiment, s.dataset, s.model) for s in PLAN.runs)
+    for c in registered_claims():
+        for exp in c.experiments:
+            counts = {k: n for k, n in seeds.items() if k[0] == exp}
+            assert counts, f"claim {c.number}: {exp} does not run at the paper scale"
+            few = {k: n for k, n in counts.items() if n < FEWEST_DECIDING_SEEDS}
+            assert not few, f"claim {c.number} could not decide at the paper scale: {few}"
